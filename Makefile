@@ -1,0 +1,62 @@
+# Tracker: `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DB ?= postgres
+PG_URL ?= postgres://postgres@127.0.0.1:5432/tracker
+PYTEST_ARGS ?=
+
+ifeq ($(DB),sqlite)
+TEST_DATABASE_URL := sqlite:///var/test.sqlite3
+else
+TEST_DATABASE_URL := $(PG_URL)
+endif
+
+.PHONY: demo test lint bench venv chromium postgres clean
+
+$(VENV)/.installed: pyproject.toml
+	@python=$$(.ci/find-python) && $$python -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --editable . --group dev
+	@touch $@
+
+venv: $(VENV)/.installed
+
+# Browser tests need Debian's chromium (Playwright cannot download its own browser here).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "chromium is missing: install Debian's chromium package for the browser tests" >&2; \
+		fi; \
+	fi
+
+# The suite runs on the local PostgreSQL; start the cluster if it is installed and stopped.
+postgres:
+	@if [ "$(DB)" != sqlite ] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
+		for version in $$(ls /etc/postgresql 2>/dev/null); do \
+			pg_ctlcluster --skip-systemctl-redirect $$version main start || true; \
+		done; \
+		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+		pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL does not answer on 127.0.0.1:5432" >&2; exit 1; }; \
+	fi
+
+test: venv chromium postgres
+	@mkdir -p var test-artifacts
+	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	DATABASE_URL=sqlite:///var/lint.sqlite3 $(PY) manage.py makemigrations --check --dry-run
+
+demo: venv
+	@mkdir -p var
+	DJANGO_DEBUG=1 $(PY) manage.py demo
+
+bench: venv postgres
+	$(PY) manage.py bench
+
+clean:
+	rm -rf $(VENV) var test-artifacts

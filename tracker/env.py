@@ -1,0 +1,104 @@
+"""Strict parsing of environment variables for settings.py.
+
+Every helper raises ImproperlyConfigured naming the variable, so a bad value stops start-up with
+a message an operator can act on instead of a traceback deep inside a request.
+"""
+
+import os
+import zoneinfo
+from collections.abc import Callable
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None else value.strip()
+
+
+def string(name: str, default: str = "") -> str:
+    value = _raw(name)
+    return default if value is None or value == "" else value
+
+
+def required(name: str, why: str) -> str:
+    value = _raw(name)
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set: {why}")
+    return value
+
+
+def boolean(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be 0 or 1 (got {value!r})")
+
+
+def _number[T: (int, float)](name: str, default: T, kind: Callable[[str], T], minimum: T) -> T:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        parsed = kind(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number (got {value!r})") from None
+    if parsed < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum} (got {value!r})")
+    return parsed
+
+
+def integer(name: str, default: int, minimum: int = 0) -> int:
+    return _number(name, default, int, minimum)
+
+
+def decimal(name: str, default: float, minimum: float = 0.0) -> float:
+    return _number(name, default, float, minimum)
+
+
+def csv(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in string(name, default).split(",") if item.strip()]
+
+
+def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = string(name, default)
+    if value not in allowed:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
+    return value
+
+
+def mapping(name: str, default: str = "") -> dict[str, str]:
+    """Parse `key=value,key=value`."""
+    result = {}
+    for item in csv(name, default):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ImproperlyConfigured(f"{name} must look like key=value,key=value (bad: {item!r})")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def timezone_name(name: str, value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ImproperlyConfigured(f"{name}: unknown time zone {value!r}") from None
+    return value
+
+
+def existing_file(name: str) -> Path | None:
+    value = string(name)
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise ImproperlyConfigured(f"{name} names a file that does not exist: {value}")
+    return path

@@ -1,0 +1,62 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.utils import get_random_secret_key
+
+from tracker import demo
+
+
+class Command(BaseCommand):
+    help = "Prepare the demo database and run every Tracker process until Ctrl-C (`make demo`)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=8000, help="web server port")
+        parser.add_argument("--orders", type=int, default=200, help="demo orders to create")
+
+    def handle(self, *args, port: int, orders: int, **options) -> None:
+        if not settings.DEBUG:
+            raise CommandError("the demo runs with DJANGO_DEBUG=1 (make demo sets it)")
+        call_command("migrate", verbosity=0)
+        logins = demo.seed_users()
+        created = demo.seed_orders(orders)
+        self.stdout.write(f"Demo database ready ({created} new orders).")
+        env = {**os.environ, "DJANGO_SECRET_KEY": settings.SECRET_KEY or get_random_secret_key()}
+        processes = {
+            name: subprocess.Popen([sys.executable, "manage.py", *argv], env=env)
+            for name, argv in self._services(port)
+        }
+        self.stdout.write(
+            f"\nTracker is running on http://127.0.0.1:{port}/  (Ctrl-C stops everything)"
+        )
+        for username, password, role in logins:
+            self.stdout.write(f"  {role:<16} {username} / {password}")
+        try:
+            while all(process.poll() is None for process in processes.values()):
+                time.sleep(0.5)
+            failed = [name for name, process in processes.items() if process.poll() is not None]
+            self.stderr.write(f"{', '.join(failed)} stopped; stopping the demo.")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping…")
+        finally:
+            _stop(processes.values())
+
+    def _services(self, port: int) -> list[tuple[str, list[str]]]:
+        return [("web", ["runserver", f"127.0.0.1:{port}", "--noreload"])]
+
+
+def _stop(processes) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 10
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()

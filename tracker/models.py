@@ -1,0 +1,202 @@
+"""The cache of D1 state: card orders, their timelines, and every notification body received.
+
+Only tracker/ingest.py writes D1 state into these tables (the admin site writes through it too).
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class Source(models.TextChoices):
+    NOTIFICATION = "notification", _("notification")
+    ON_DEMAND = "on_demand", _("live")
+    RECONCILE = "reconcile", _("reconcile")
+    ADMIN = "admin", _("admin")
+    REPLAY = "replay", _("replay")
+
+
+class Verdict(models.TextChoices):
+    APPLIED = "applied", _("applied")
+    STALE = "stale", _("stale")
+    UNRECOGNIZED = "unrecognized", _("unrecognized")
+    CONFLICT = "conflict", _("conflict")
+
+
+def _pattern_index(field: str) -> models.Index:
+    # varchar_pattern_ops serves both `=` and `LIKE 'prefix%'` on PostgreSQL whatever the
+    # database collation; other databases ignore opclasses.
+    return models.Index(
+        fields=[field], name=f"order_{field}_idx", opclasses=["varchar_pattern_ops"]
+    )
+
+
+class CardOrder(models.Model):
+    """One physical card order, keyed by (issuerId, cardId), as D1 last told us about it."""
+
+    issuer_id = models.CharField(_("issuer ID"), max_length=10)
+    card_id = models.CharField(_("card ID"), max_length=48)
+    operation_id = models.CharField(_("operation ID"), max_length=64, blank=True)
+    operation = models.CharField(_("operation"), max_length=32, blank=True)
+    tracking_type = models.CharField(_("tracking type"), max_length=32, blank=True)
+
+    # The highest-ranked known details.status in force, and what follows from it.
+    stage = models.CharField(_("stage"), max_length=64, blank=True)
+    stage_rank = models.PositiveSmallIntegerField(_("stage rank"), default=0)
+    terminal = models.BooleanField(_("terminal"), default=False)
+    operation_status = models.CharField(_("operation status"), max_length=32, blank=True)
+    unrecognized_status = models.CharField(_("unrecognized status"), max_length=64, blank=True)
+    conflict = models.BooleanField(_("conflict"), default=False)
+    unknown_to_d1 = models.BooleanField(_("unknown to D1"), default=False)
+
+    start_time = models.DateTimeField(_("start time"), null=True, blank=True)
+    end_time = models.DateTimeField(_("end time"), null=True, blank=True)
+    due_date = models.DateField(_("due date"), null=True, blank=True)
+    due_at = models.DateTimeField(
+        _("due at"), null=True, blank=True, help_text=_("Set when D1 sent dueDate as a datetime.")
+    )
+    late_after = models.DateTimeField(
+        _("late after"), null=True, blank=True, help_text=_("When the order becomes late.")
+    )
+    production_site = models.CharField(_("production site"), max_length=64, blank=True)
+
+    carrier = models.CharField(_("carrier"), max_length=64, blank=True)
+    tracking_number = models.CharField(_("tracking number"), max_length=128, blank=True)
+    shipment_status = models.CharField(_("shipment status"), max_length=64, blank=True)
+    shipment_message = models.TextField(_("shipment message"), blank=True)
+    tracking_url = models.TextField(_("tracking URL"), blank=True)
+    shipment = models.JSONField(_("shipment (as sent)"), null=True, blank=True)
+    shipment_updated_at = models.DateTimeField(_("shipment updated"), null=True, blank=True)
+
+    error_code = models.TextField(_("error code"), blank=True)
+    error = models.TextField(_("error"), blank=True)
+    reason = models.TextField(_("reason"), blank=True)
+
+    issuer_request_id = models.CharField(_("issuer request ID"), max_length=255, blank=True)
+    input_file_name = models.CharField(_("input file name"), max_length=255, blank=True)
+    # Known from the issuer's own order records (CSV import), never from D1.
+    customer_reference = models.CharField(_("customer reference"), max_length=255, blank=True)
+    bulk_group_id = models.CharField(_("BULK group ID"), max_length=64, blank=True)
+    bulk_order_id = models.CharField(_("BULK order ID"), max_length=64, blank=True)
+
+    first_seen_at = models.DateTimeField(_("first seen"), default=timezone.now)
+    last_event_at = models.DateTimeField(_("last event received"), null=True, blank=True)
+    last_checked_at = models.DateTimeField(_("last checked live"), null=True, blank=True)
+    state_changed_at = models.DateTimeField(_("state changed"), null=True, blank=True)
+    duplicates_received = models.PositiveIntegerField(_("duplicates received"), default=0)
+
+    class Meta:
+        verbose_name = _("card order")
+        verbose_name_plural = _("card orders")
+        permissions = [
+            ("refresh_live", _("Can fetch live status from D1")),
+            ("work_queue", _("Can work the queue of orders needing attention")),
+            ("recheck_orders", _("Can re-check many orders with D1")),
+            ("export_orders", _("Can export orders as CSV")),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["issuer_id", "card_id"], name="order_issuer_card_uniq")
+        ]
+        indexes = [
+            _pattern_index("card_id"),
+            _pattern_index("issuer_request_id"),
+            _pattern_index("operation_id"),
+            _pattern_index("tracking_number"),
+            _pattern_index("input_file_name"),
+            _pattern_index("customer_reference"),
+            # The sweep and the queue: non-terminal orders by age of their last event.
+            models.Index(
+                fields=["last_event_at"], condition=Q(terminal=False), name="order_open_by_silence"
+            ),
+            models.Index(
+                fields=["late_after"], condition=Q(terminal=False), name="order_open_by_due"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.issuer_id}/{self.card_id}"
+
+    def is_late(self, now=None) -> bool:
+        """Past its due moment and not yet shipped or otherwise finished (REFERENCE §7)."""
+        if self.terminal or self.late_after is None:
+            return False
+        return (now or timezone.now()) > self.late_after
+
+
+class InboxItem(models.Model):
+    """A notification body exactly as D1 posted it, stored before anything parses it."""
+
+    class Outcome(models.TextChoices):
+        RECEIVED = "received", _("received, not processed yet")
+        PROCESSED = "processed", _("processed")
+        PARTIAL = "partial", _("processed, some items quarantined")
+        REJECTED = "rejected", _("rejected (can never succeed)")
+        FAILED = "failed", _("failed (transient, D1 retries)")
+
+    issuer_id = models.CharField(_("issuer ID"), max_length=10)
+    received_at = models.DateTimeField(_("received"), default=timezone.now)
+    body = models.BinaryField(_("body"))
+    headers = models.JSONField(_("headers"), default=dict, blank=True)
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=Outcome.choices, default=Outcome.RECEIVED
+    )
+    error = models.TextField(_("error"), blank=True)
+    # One entry per operation: {"index", "cardId", "status", "verdict"} or {"index", "error"}.
+    results = models.JSONField(_("results"), default=list, blank=True)
+    processed_at = models.DateTimeField(_("processed"), null=True, blank=True)
+    applied = models.PositiveIntegerField(_("applied"), default=0)
+    duplicate = models.PositiveIntegerField(_("duplicates"), default=0)
+    stale = models.PositiveIntegerField(_("stale"), default=0)
+    unrecognized = models.PositiveIntegerField(_("unrecognized"), default=0)
+    conflict = models.PositiveIntegerField(_("conflicts"), default=0)
+    quarantined = models.PositiveIntegerField(_("quarantined"), default=0)
+    ignored = models.PositiveIntegerField(_("ignored (not card tracking)"), default=0)
+
+    class Meta:
+        verbose_name = _("inbox item")
+        verbose_name_plural = _("notification inbox")
+        indexes = [
+            models.Index(fields=["issuer_id", "received_at"], name="inbox_issuer_received"),
+            models.Index(fields=["outcome", "received_at"], name="inbox_outcome_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.issuer_id} {self.received_at:%Y-%m-%d %H:%M:%S} ({self.outcome})"
+
+
+class TimelineEvent(models.Model):
+    """One distinct event for an order: a D1 operation object or an administrator's change."""
+
+    order = models.ForeignKey(CardOrder, on_delete=models.CASCADE, related_name="events")
+    # Dedup key of the content (REFERENCE §4); unique per order so duplicates never double up.
+    content_hash = models.CharField(max_length=64)
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
+    verdict = models.CharField(_("verdict"), max_length=16, choices=Verdict.choices)
+    received_at = models.DateTimeField(_("received"), default=timezone.now)
+    operation_id = models.CharField(_("operation ID"), max_length=64, blank=True)
+    status = models.CharField(_("status"), max_length=64, blank=True)
+    operation_status = models.CharField(_("operation status"), max_length=32, blank=True)
+    shipment_status = models.CharField(_("shipment status"), max_length=64, blank=True)
+    start_time = models.DateTimeField(_("start time"), null=True, blank=True)
+    end_time = models.DateTimeField(_("end time"), null=True, blank=True)
+    raw = models.JSONField(_("operation (as sent)"), null=True, blank=True)
+    inbox = models.ForeignKey(
+        InboxItem, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    note = models.TextField(_("note"), blank=True)
+
+    class Meta:
+        verbose_name = _("timeline event")
+        verbose_name_plural = _("timeline events")
+        constraints = [
+            models.UniqueConstraint(fields=["order", "content_hash"], name="event_order_hash_uniq")
+        ]
+        indexes = [models.Index(fields=["order", "received_at"], name="event_order_received")]
+
+    def __str__(self) -> str:
+        return f"{self.order_id} {self.status or self.source} ({self.verdict})"

@@ -1,0 +1,248 @@
+"""Tracker settings. Everything that differs between deployments comes from the environment.
+
+README.md lists every variable read here. A bad value stops start-up with ImproperlyConfigured
+naming the variable (see tracker/env.py).
+"""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
+from django.utils.csp import CSP
+from django.utils.translation import gettext_lazy as _
+
+from tracker import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env.boolean("DJANGO_DEBUG", False)
+
+if DEBUG:
+    # Random per process unless the demo exports one, so a forgotten key never ships.
+    SECRET_KEY = env.string("DJANGO_SECRET_KEY") or get_random_secret_key()
+else:
+    SECRET_KEY = env.required("DJANGO_SECRET_KEY", "it signs sessions and CSRF tokens")
+
+ALLOWED_HOSTS = env.csv("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = env.csv("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "django_tasks_db",
+    "simple_history",
+    "tracker",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Login everywhere by default; the D1-facing endpoints and /healthz opt out explicitly.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
+]
+
+ROOT_URLCONF = "tracker.root_urls"
+WSGI_APPLICATION = "tracker.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.csp",
+                "django.template.context_processors.i18n",
+                "django.template.context_processors.tz",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: SQLite for the demo, PostgreSQL in production and in the test suite.
+DATABASE_URL = env.string("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+except ValueError as e:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {e}") from None
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # Web, worker and commands write at once in the demo: wait for the lock instead of
+        # failing, and take it up front so two writers never deadlock on an upgrade.
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+elif env.boolean("DATABASE_POOL", False):
+    # psycopg's pool and persistent connections exclude each other.
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 2, "max_size": env.integer("DATABASE_POOL_MAX", 10, minimum=1)}
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.integer("DATABASE_CONN_MAX_AGE", 600)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# One cache shared by every process: the D1 token, the breaker and the rate budget live here.
+REDIS_URL = env.string("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "tracker_cache",
+        }
+    }
+
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_AGE = 12 * 3600
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", _("English")), ("ja", _("Japanese"))]
+LOCALE_PATHS = [BASE_DIR / "tracker" / "locale"]
+USE_I18N = True
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# Strict CSP: no inline script or style anywhere; htmx and our JS are served by the app.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "object-src": [CSP.NONE],
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+if not DEBUG:
+    # Behind a TLS-terminating reverse proxy (README, "Deploy").
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.boolean("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "plain",
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# --- D1 (see ../shared/d1/REFERENCE.md and README.md, "Settings") ---------------------------
+
+DEMO_ISSUER_ID = "ISS7K2M40Q"
+
+D1_BASE_URL = env.string("D1_BASE_URL", "http://127.0.0.1:8001/banking/v1")
+D1_TOKEN_URL = env.string("D1_TOKEN_URL", "http://127.0.0.1:8001/authz/v1/oauth2/token")
+D1_ISSUER_IDS = env.csv("D1_ISSUER_IDS", DEMO_ISSUER_ID)
+for _issuer in D1_ISSUER_IDS:
+    if len(_issuer) != 10 or not _issuer.isalnum():
+        raise ImproperlyConfigured(f"D1_ISSUER_IDS: {_issuer!r} is not a 10-character issuerId")
+D1_JWT_PRIVATE_KEY_FILE = env.string(
+    "D1_JWT_PRIVATE_KEY_FILE", str(BASE_DIR / "var" / "d1-demo-key.pem")
+)
+D1_JWT_KID = env.string("D1_JWT_KID", "demo")
+D1_TLS_CLIENT_CERT = env.existing_file("D1_TLS_CLIENT_CERT")
+D1_TLS_CLIENT_KEY = env.existing_file("D1_TLS_CLIENT_KEY")
+D1_TLS_CA_BUNDLE = env.existing_file("D1_TLS_CA_BUNDLE")
+if bool(D1_TLS_CLIENT_CERT) != bool(D1_TLS_CLIENT_KEY):
+    raise ImproperlyConfigured("D1_TLS_CLIENT_CERT and D1_TLS_CLIENT_KEY must be set together")
+D1_STATUS_PATH_TEMPLATE = env.string(
+    "D1_STATUS_PATH_TEMPLATE", "/issuers/{issuerId}/physicalCards/{cardId}/productionStatus"
+)
+if "{issuerId}" not in D1_STATUS_PATH_TEMPLATE or "{cardId}" not in D1_STATUS_PATH_TEMPLATE:
+    raise ImproperlyConfigured("D1_STATUS_PATH_TEMPLATE must contain {issuerId} and {cardId}")
+D1_MAX_RPS = env.decimal("D1_MAX_RPS", 5.0, minimum=0.1)
+
+# Notifications from D1 (REFERENCE §4).
+D1_NOTIFY_AUTH = env.choice("D1_NOTIFY_AUTH", "bearer", ("bearer", "hmac", "proxy-mtls", "none"))
+if D1_NOTIFY_AUTH == "none" and not DEBUG:
+    raise ImproperlyConfigured("D1_NOTIFY_AUTH=none is for the demo only (DJANGO_DEBUG=1)")
+D1_NOTIFY_CLIENT_ID = env.string("D1_NOTIFY_CLIENT_ID", "d1-demo")
+if DEBUG:
+    D1_NOTIFY_CLIENT_SECRET = env.string("D1_NOTIFY_CLIENT_SECRET", "d1-demo-secret")
+elif D1_NOTIFY_AUTH == "bearer":
+    D1_NOTIFY_CLIENT_SECRET = env.required(
+        "D1_NOTIFY_CLIENT_SECRET", "D1 authenticates with it before sending notifications"
+    )
+else:
+    D1_NOTIFY_CLIENT_SECRET = env.string("D1_NOTIFY_CLIENT_SECRET")
+
+# How the ingest reads D1's open-ended vocabulary (REFERENCE §3, §4, §7).
+D1_UNKNOWN_STATUS_POLICY = env.choice(
+    "D1_UNKNOWN_STATUS_POLICY", "store_and_flag", ("store_and_flag", "store")
+)
+D1_PROD_EXCEPTION_TERMINAL = env.boolean("D1_PROD_EXCEPTION_TERMINAL", True)
+D1_DEDUP_KEY_MODE = env.choice("D1_DEDUP_KEY_MODE", "canonical", ("canonical", "state_tuple"))
+D1_LATE_GRACE_HOURS = env.decimal("D1_LATE_GRACE_HOURS", 0.0)
+D1_DEFAULT_SITE_TZ = env.timezone_name(
+    "D1_DEFAULT_SITE_TZ", env.string("D1_DEFAULT_SITE_TZ", "UTC")
+)
+D1_PRODUCTION_SITE_TZ = {
+    site: env.timezone_name("D1_PRODUCTION_SITE_TZ", zone)
+    for site, zone in env.mapping("D1_PRODUCTION_SITE_TZ").items()
+}

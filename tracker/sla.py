@@ -1,0 +1,29 @@
+"""When an order becomes late (REFERENCE §7).
+
+D1's dueDate is the estimated *shipment* date, computed in the production site's calendar. A
+date-only dueDate ends at midnight in the site's time zone; a datetime is used as it is.
+"""
+
+import zoneinfo
+from datetime import date, datetime, time, timedelta
+
+from django.conf import settings
+
+
+def site_timezone(production_site: str) -> zoneinfo.ZoneInfo:
+    zone = settings.D1_PRODUCTION_SITE_TZ.get(production_site, settings.D1_DEFAULT_SITE_TZ)
+    return zoneinfo.ZoneInfo(zone)
+
+
+def late_after(
+    due_date: date | None, due_at: datetime | None, production_site: str
+) -> datetime | None:
+    """The instant after which an unshipped order is late, grace period included."""
+    if due_at is not None:
+        deadline = due_at
+    elif due_date is not None:
+        next_day = datetime.combine(due_date + timedelta(days=1), time.min)
+        deadline = next_day.replace(tzinfo=site_timezone(production_site))
+    else:
+        return None
+    return deadline + timedelta(hours=settings.D1_LATE_GRACE_HOURS)
