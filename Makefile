@@ -49,7 +49,8 @@ test: venv chromium postgres
 lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	DATABASE_URL=sqlite:///var/lint.sqlite3 $(PY) manage.py makemigrations --check --dry-run
+	@mkdir -p var
+	DJANGO_DEBUG=1 DATABASE_URL=sqlite:///var/lint.sqlite3 $(PY) manage.py makemigrations --check --dry-run
 
 demo: venv
 	@mkdir -p var
