@@ -1,6 +1,9 @@
-from django.contrib import admin
+from functools import partial
 
-from tracker.models import CardOrder, InboxItem, TimelineEvent
+from django.contrib import admin
+from django.db import transaction
+
+from tracker.models import Acknowledgement, CardOrder, InboxItem, Threshold, TimelineEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -41,4 +44,34 @@ class TimelineEventAdmin(ReadOnlyAdmin):
 class InboxItemAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "issuer_id", "outcome", "applied", "duplicate", "quarantined"]
     list_filter = ["outcome", "issuer_id"]
+    show_full_result_count = False
+
+
+@admin.register(Threshold)
+class ThresholdAdmin(admin.ModelAdmin):
+    list_display = ["name", "hours", "updated_at"]
+    list_editable = ["hours"]
+    fields = ["name", "hours"]
+    readonly_fields = ["name"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False  # one row per stage, created by a migration
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        from tracker import tasks
+
+        super().save_model(request, obj, form, change)
+        # Orders already waiting get the new deadline in the background (there may be many).
+        transaction.on_commit(partial(tasks.recompute_attention.enqueue, name=obj.name))
+
+
+@admin.register(Acknowledgement)
+class AcknowledgementAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "order", "kind", "user", "until", "note"]
+    list_filter = ["kind"]
+    list_select_related = ["order", "user"]
+    search_fields = ["=order__card_id"]
     show_full_result_count = False

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.db.models import Q, TextChoices
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -172,3 +173,30 @@ def _silent_after(order: CardOrder, limits: Thresholds) -> datetime | None:
     stage = order.stage or lifecycle.CARD_PROD_REQUESTED
     zone = sla.site_timezone(order.production_site)
     return sla.add_working_time(order.last_event_at, limits.of(stage), zone)
+
+
+def recompute(name: str, chunk: int = 2000) -> int:
+    """Apply an edited threshold to the orders it governs; returns how many were updated."""
+    forget_thresholds()
+    limits = thresholds()
+    if name == Threshold.CARRIER_QUIET:
+        orders = CardOrder.objects.filter(stage=lifecycle.CARD_SHIPPED)
+    elif name == Threshold.NEVER_HEARD:
+        orders = CardOrder.objects.filter(last_event_at__isnull=True)
+    else:
+        stages = [name, ""] if name == lifecycle.CARD_PROD_REQUESTED else [name]
+        orders = CardOrder.objects.filter(terminal=False, stage__in=stages)
+    ids = list(orders.values_list("pk", flat=True))
+    for start in range(0, len(ids), chunk):
+        with transaction.atomic():
+            # Locked in the ingest's order (issuer, card) so the two never deadlock, and so a
+            # delivery landing meanwhile is not overwritten with figures from a stale copy.
+            batch = list(
+                CardOrder.objects.select_for_update()
+                .filter(pk__in=ids[start : start + chunk])
+                .order_by("issuer_id", "card_id")
+            )
+            for order in batch:
+                update(order, limits)
+            CardOrder.objects.bulk_update(batch, ["silent_after", "attention_since"])
+    return len(ids)

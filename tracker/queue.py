@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.core.cache import cache
@@ -20,7 +21,7 @@ from django.utils import timezone
 from tracker import attention
 from tracker.attention import Reason
 from tracker.d1 import lifecycle
-from tracker.models import Acknowledgement, CardOrder
+from tracker.models import Acknowledgement, CardOrder, RecheckBatch, Source
 
 PAGE_SIZE = 50
 GLANCE_TTL = 30  # seconds; the glance is a trend, the table is always fresh
@@ -97,10 +98,14 @@ def stuck_orders(filters: Filters, *, cursor: str = "", now: datetime | None = N
     return Page(rows, next_cursor, now)
 
 
+def matching(filters: Filters, now: datetime | None = None) -> QuerySet[CardOrder]:
+    """Every order under these filters, in their sort order."""
+    return _ordered(_filtered(filters, now or timezone.now()), filters)
+
+
 def export_rows(filters: Filters, now: datetime | None = None) -> Iterator[CardOrder]:
     """Every order under these filters, streamed in chunks (memory stays flat)."""
-    now = now or timezone.now()
-    return _ordered(_filtered(filters, now), filters).iterator(chunk_size=2000)
+    return matching(filters, now).iterator(chunk_size=2000)
 
 
 def glance(now: datetime | None = None) -> dict[str, Any]:
@@ -155,6 +160,26 @@ def snooze(order: CardOrder, user, until: datetime, note: str) -> Acknowledgemen
 def reopen(order: CardOrder, user, note: str = "") -> Acknowledgement:
     """Put an acknowledged or snoozed order back in the default view."""
     return _mute(order, user, Acknowledgement.Kind.REOPEN, None, note)
+
+
+def start_recheck(orders: QuerySet[CardOrder], user, limit: int) -> RecheckBatch:
+    """Enqueue one refresh task per order (at most `limit`), counted in a new batch."""
+    from tracker import tasks  # the tasks module imports the D1 client; pages need not
+
+    keys = list(orders.values_list("issuer_id", "card_id")[:limit])
+    with transaction.atomic():
+        batch = RecheckBatch.objects.create(created_by=user, total=len(keys))
+        for issuer_id, card_id in keys:
+            transaction.on_commit(
+                partial(
+                    tasks.refresh_card.enqueue,
+                    issuer_id=issuer_id,
+                    card_id=card_id,
+                    source=Source.ON_DEMAND,
+                    batch_id=batch.pk,
+                )
+            )
+    return batch
 
 
 def _mute(order: CardOrder, user, kind: str, until: datetime | None, note: str) -> Acknowledgement:

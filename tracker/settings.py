@@ -256,3 +256,6 @@ for _status, _bucket in D1_SHIPMENT_STATUS_MAP.items():
             + ", ".join(_SHIPMENT_BUCKETS)
         )
 D1_WORKING_DAYS = env.weekdays("D1_WORKING_DAYS", "mon,tue,wed,thu,fri")
+
+# The supervisors' queue.
+TRACKER_RECHECK_MAX = env.integer("TRACKER_RECHECK_MAX", 1000, minimum=1)
