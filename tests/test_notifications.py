@@ -150,6 +150,13 @@ def test_an_issuer_not_served_is_answered_404_and_nothing_is_kept(client, bearer
     assert_nothing_kept()
 
 
+def test_a_chunked_body_the_server_cannot_read_is_answered_411_so_d1_retries(client, bearer):
+    headers = {**bearer, "Transfer-Encoding": "chunked"}
+    response = post(client, example_bytes("07"), headers, CONTENT_LENGTH="")
+    assert response.status_code == 411
+    assert_nothing_kept()
+
+
 def test_only_post_is_allowed(client, bearer):
     assert client.get(NOTIFY_URL, headers=bearer).status_code == 405
 

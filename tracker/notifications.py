@@ -212,6 +212,13 @@ def _unauthorized(request: HttpRequest, issuer_id: str, reason: str) -> JsonResp
 # --- Body ----------------------------------------------------------------------------------
 
 
+def _chunked_without_length(request: HttpRequest) -> bool:
+    # WSGI hands Django no chunked body: a 400 for the empty body left would lose it for good,
+    # while 411 makes D1 deliver again (README, "Deploy": the proxy sends a Content-Length).
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return chunked and not request.META.get("CONTENT_LENGTH")
+
+
 def _read_body(request: HttpRequest, limit: int) -> bytes | None:
     """The raw body, or None when it is larger than `limit`: declared length first, then actual."""
     try:
@@ -274,6 +281,8 @@ def d1_notifications(request: HttpRequest, issuer_id: str) -> HttpResponse:
         return _error(404, f"issuer {issuer_id[:10]!r} is not served here")
     if reason := _header_refusal(request):
         return _unauthorized(request, issuer_id, reason)
+    if _chunked_without_length(request):
+        return _error(411, "Content-Length is required")
     limit = settings.D1_NOTIFY_MAX_BODY_BYTES
     try:
         body = _read_body(request, limit)
