@@ -83,7 +83,6 @@ class InboxItemAdmin(admin.ModelAdmin):
         "quarantined",
     ]
     list_filter = ["outcome", "issuer_id"]
-    date_hierarchy = "received_at"
     show_full_result_count = False
     actions = ["replay"]
     fields = [
