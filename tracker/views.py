@@ -47,6 +47,16 @@ def _issuer_json(health: queries.IssuerHealth, now: datetime) -> dict:
     }
 
 
+def _cached_delivery_health() -> queries.DeliveryHealth:
+    try:
+        return cache.get_or_set(_HEALTH_CACHE_KEY, queries.delivery_health, _HEALTH_CACHE_SECONDS)
+    except DatabaseError:
+        raise  # the database cache: the database itself is in trouble
+    except Exception as e:  # noqa: BLE001 - Redis down must not make /healthz a 500
+        logger.warning("healthz: cache unavailable, computing: %s", e.__class__.__name__)
+        return queries.delivery_health()
+
+
 @require_GET
 @permission_required("tracker.view_cardorder", raise_exception=True)
 def search(request: HttpRequest) -> HttpResponse:
@@ -84,7 +94,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        health = cache.get_or_set(_HEALTH_CACHE_KEY, queries.delivery_health, _HEALTH_CACHE_SECONDS)
+        health = _cached_delivery_health()
     except DatabaseError as e:
         logger.warning("healthz: database unavailable: %s", e.__class__.__name__)
         return JsonResponse({"status": "unavailable", "database": "unavailable"}, status=503)
