@@ -1,9 +1,13 @@
+import base64
 import copy
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from tracker.d1.schema import Operation, parse_body, parse_operation
@@ -53,3 +57,42 @@ def body_operations(body: bytes) -> list[Operation]:
 def on_postgres() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (row locks and concurrent writers)")
+
+
+# --- The D1-facing endpoints over HTTP ------------------------------------------------------
+
+NOTIFY_URL = f"/notifications/d1/v2/issuers/{ISSUER}/cards"
+TOKEN_URL = "/authz/d1/v1/oauth2/token"
+
+
+def basic(client_id: str | None = None, secret: str | None = None) -> dict[str, str]:
+    """An HTTP Basic Authorization header, D1's own credentials unless told otherwise."""
+    pair = (
+        f"{client_id or settings.D1_NOTIFY_CLIENT_ID}:{secret or settings.D1_NOTIFY_CLIENT_SECRET}"
+    )
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+
+@pytest.fixture
+def bearer(client) -> dict[str, str]:
+    """An Authorization header with a token from our token endpoint, as D1 would get it."""
+    response = client.post(TOKEN_URL, {"grant_type": "client_credentials"}, headers=basic())
+    assert response.status_code == 200, response.content
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@contextmanager
+def database_unreachable() -> Iterator[None]:
+    """Point the connection at a port where nothing listens, as if PostgreSQL were down.
+
+    Needs `django_db(transaction=True)`: the connection is closed, so no test transaction
+    can be open around it.
+    """
+    connection.close()
+    port = connection.settings_dict["PORT"]
+    connection.settings_dict["PORT"] = "1"
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port

@@ -4,7 +4,9 @@ Every helper raises ImproperlyConfigured naming the variable, so a bad value sto
 a message an operator can act on instead of a traceback deep inside a request.
 """
 
+import ipaddress
 import os
+import re
 import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_HEADER_NAME = re.compile(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*")
 
 
 def _raw(name: str) -> str | None:
@@ -116,3 +119,26 @@ def weekdays(name: str, default: str) -> frozenset[int]:
             f"{name} must list days among {','.join(_WEEKDAYS)} (got {string(name, default)!r})"
         )
     return frozenset(_WEEKDAYS.index(day) for day in days)
+
+
+def ip_networks(name: str, default: str = "") -> list[str]:
+    """Comma-separated IP addresses or CIDR networks, normalized (`10.0.0.1` -> `10.0.0.1/32`)."""
+    networks = []
+    for item in csv(name, default):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not an IP address or network"
+            ) from None
+    return networks
+
+
+def header_name(name: str, default: str) -> str:
+    """An HTTP header name such as `X-D1-Signature` (letters, digits and dashes)."""
+    value = string(name, default)
+    if not _HEADER_NAME.fullmatch(value):
+        raise ImproperlyConfigured(
+            f"{name} must be an HTTP header name like X-Name (got {value!r})"
+        )
+    return value

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from tracker import ingest
@@ -19,6 +19,8 @@ from tracker.models import InboxItem, Source
 logger = logging.getLogger(__name__)
 
 QUARANTINED = "quarantined"
+_COUNTED = ("applied", "stale", "unrecognized", "conflict", "quarantined", "ignored")
+_OUTCOME_FIELDS = ["outcome", "error", "results", "processed_at", "duplicate", *_COUNTED]
 
 
 @dataclass
@@ -41,7 +43,15 @@ def store(issuer_id: str, body: bytes, headers: dict[str, str]) -> InboxItem:
 
 def process(item: InboxItem) -> Report:
     """Apply a freshly stored body as a notification and record the outcome on the item."""
-    report = _apply_body(item, Source.NOTIFICATION)
+    # One transaction for the operations and the outcome: they never disagree, and a POST costs
+    # one commit less (the write path's budget, issue #4).
+    with transaction.atomic():
+        report = _apply_body(item, Source.NOTIFICATION)
+        _record(item, report)
+    return report
+
+
+def _record(item: InboxItem, report: Report) -> None:
     counts = report.counts
     if report.error:
         item.outcome = InboxItem.Outcome.REJECTED
@@ -52,11 +62,25 @@ def process(item: InboxItem) -> Report:
     item.error = report.error
     item.results = report.results
     item.processed_at = timezone.now()
-    for name in ("applied", "stale", "unrecognized", "conflict", "quarantined", "ignored"):
+    for name in _COUNTED:
         setattr(item, name, counts[name])
     item.duplicate = counts[ingest.DUPLICATE]
-    item.save()
-    return report
+    # Never the body: it is already stored and can be megabytes.
+    item.save(update_fields=_OUTCOME_FIELDS)
+
+
+def mark_failed(item: InboxItem, error: Exception) -> None:
+    """Record that processing failed transiently (D1 delivers again); best effort."""
+    first_line = next(iter(str(error).splitlines()), "")
+    try:
+        InboxItem.objects.filter(pk=item.pk).update(
+            outcome=InboxItem.Outcome.FAILED,
+            error=f"{error.__class__.__name__}: {first_line}"[:500],
+            processed_at=timezone.now(),
+        )
+    except DatabaseError as e:
+        # The database that just failed may still be down; the item stays "received".
+        logger.warning("inbox %s could not be marked failed: %s", item.pk, e.__class__.__name__)
 
 
 def replay(item: InboxItem) -> Report:

@@ -145,8 +145,17 @@ def _apply_locked(
     if len(dirty) == 1:
         next(iter(dirty.values())).save(update_fields=_SAVED_FIELDS)
     elif dirty:
-        CardOrder.objects.bulk_update(dirty.values(), _SAVED_FIELDS)
+        _write_back(list(dirty.values()))
     return results
+
+
+def _write_back(orders: list[CardOrder]) -> None:
+    # The rows exist and are locked, so this upsert only ever updates: one statement, built in
+    # linear time. bulk_update() would build a CASE WHEN per field and row (3,500 expressions,
+    # about half a second, for a 50-card POST; the budget of issue #4 is 16 ms).
+    CardOrder.objects.bulk_create(
+        orders, update_conflicts=True, unique_fields=["id"], update_fields=_SAVED_FIELDS
+    )
 
 
 def _lock_orders(issuer_id: str, card_ids: list[str], now: datetime) -> dict[str, CardOrder]:

@@ -309,3 +309,29 @@ class RateBudget(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AuthFailureCount(models.Model):
+    """Refused authentications at the D1-facing endpoints, counted per issuer and hour.
+
+    One row per (issuer, hour) incremented in place: a flood of bad requests costs one UPDATE
+    each and never grows the table by more than a row an hour.
+    """
+
+    # The token endpoint serves every issuer; its failures are counted under this one.
+    TOKEN_ENDPOINT = ""
+
+    issuer_id = models.CharField(_("issuer ID"), max_length=10, blank=True)
+    hour = models.DateTimeField(_("hour"))
+    count = models.PositiveIntegerField(_("count"), default=0)
+
+    class Meta:
+        verbose_name = _("authentication failure count")
+        verbose_name_plural = _("authentication failure counts")
+        constraints = [
+            models.UniqueConstraint(fields=["issuer_id", "hour"], name="authfailure_issuer_hour")
+        ]
+        indexes = [models.Index(fields=["hour"], name="authfailure_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer_id or 'token'} {self.hour:%Y-%m-%d %H}h: {self.count}"

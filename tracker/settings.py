@@ -102,6 +102,16 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.integer("DATABASE_CONN_MAX_AGE", 600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A request waiting on a row lock fails after this long instead of hanging until D1 gives up;
+    # the notification endpoint answers 503 and D1 delivers again (0 waits forever).
+    _lock_timeout_ms = env.integer("DATABASE_LOCK_TIMEOUT_MS", 5000)
+    if _lock_timeout_ms:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["options"] = (
+            f"{_options.get('options', '')} -c lock_timeout={_lock_timeout_ms}".strip()
+        )
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One cache shared by every process: the D1 token, the breaker and the rate budget live here.
@@ -231,6 +241,34 @@ elif D1_NOTIFY_AUTH == "bearer":
     )
 else:
     D1_NOTIFY_CLIENT_SECRET = env.string("D1_NOTIFY_CLIENT_SECRET")
+D1_NOTIFY_TOKEN_TTL = env.integer("D1_NOTIFY_TOKEN_TTL", 900, minimum=60)
+if D1_NOTIFY_TOKEN_TTL > 900:
+    raise ImproperlyConfigured("D1_NOTIFY_TOKEN_TTL must be at most 900 seconds (15 minutes)")
+D1_NOTIFY_MAX_BODY_BYTES = env.integer("D1_NOTIFY_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
+D1_NOTIFY_HMAC_HEADER = env.header_name("D1_NOTIFY_HMAC_HEADER", "X-D1-Signature")
+# The current secret, and during a rotation the next one: both are accepted.
+D1_NOTIFY_HMAC_SECRETS = env.csv("D1_NOTIFY_HMAC_SECRETS")
+if D1_NOTIFY_AUTH == "hmac" and not D1_NOTIFY_HMAC_SECRETS:
+    raise ImproperlyConfigured("D1_NOTIFY_HMAC_SECRETS must be set when D1_NOTIFY_AUTH=hmac")
+if len(D1_NOTIFY_HMAC_SECRETS) > 2:
+    raise ImproperlyConfigured("D1_NOTIFY_HMAC_SECRETS takes at most two secrets: current,next")
+# proxy-mtls: the reverse proxy verified D1's client certificate and says so in a header, which
+# counts only when the request comes straight from one of these addresses.
+TRUSTED_PROXY_IPS = env.ip_networks("TRUSTED_PROXY_IPS")
+if D1_NOTIFY_AUTH == "proxy-mtls" and not TRUSTED_PROXY_IPS:
+    raise ImproperlyConfigured("TRUSTED_PROXY_IPS must be set when D1_NOTIFY_AUTH=proxy-mtls")
+D1_NOTIFY_MTLS_VERIFY_HEADER = env.header_name(
+    "D1_NOTIFY_MTLS_VERIFY_HEADER", "X-SSL-Client-Verify"
+)
+D1_NOTIFY_MTLS_SUBJECT_HEADER = env.header_name(
+    "D1_NOTIFY_MTLS_SUBJECT_HEADER", "X-SSL-Client-S-DN"
+)
+# Subject DNs contain commas, so the list is separated by "|".
+D1_NOTIFY_MTLS_SUBJECTS = [
+    subject.strip()
+    for subject in env.string("D1_NOTIFY_MTLS_SUBJECTS").split("|")
+    if subject.strip()
+]
 
 # How the ingest reads D1's open-ended vocabulary (REFERENCE §3, §4, §7).
 D1_UNKNOWN_STATUS_POLICY = env.choice(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tracker import queue_views, views
+from tracker import notifications, queue_views, views
 
 app_name = "tracker"
 
@@ -18,4 +18,13 @@ urlpatterns = [
         queue_views.stuck_acknowledge,
         name="stuck_acknowledge",
     ),
+    path("delivery/", views.delivery, name="delivery"),
+    path("healthz", views.healthz, name="healthz"),
+    # D1-facing (REFERENCE §4): paths fixed by D1, their own authentication, no login.
+    path(
+        "notifications/d1/v2/issuers/<str:issuer_id>/cards",
+        notifications.d1_notifications,
+        name="d1_notifications",
+    ),
+    path("authz/d1/v1/oauth2/token", notifications.d1_token, name="d1_token"),
 ]

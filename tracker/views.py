@@ -1,9 +1,60 @@
-from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+import logging
+from datetime import datetime
 
+from django.contrib.auth.decorators import login_not_required, permission_required
+from django.core.cache import cache
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.middleware import HtmxDetails
+
+from tracker import queries, serialize
 from tracker.models import CardOrder
+
+logger = logging.getLogger(__name__)
+
+# /healthz answers anyone, as often as a load balancer likes: the 24 h counts are computed at
+# most this often. The database check itself is live on every call.
+_HEALTH_CACHE_KEY = "tracker:delivery-health:v1"
+_HEALTH_CACHE_SECONDS = 15
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _issuer_json(health: queries.IssuerHealth, now: datetime) -> dict:
+    last = health.last_received_at
+    return {
+        "lastReceivedAt": serialize.instant(last),
+        "lastAgeSeconds": None if last is None else max(0, int((now - last).total_seconds())),
+        "last24h": {
+            "notifications": health.notifications,
+            "applied": health.applied,
+            "duplicate": health.duplicate,
+            "stale": health.stale,
+            "unrecognized": health.unrecognized,
+            "conflict": health.conflict,
+            "quarantined": health.quarantined,
+            "rejected": health.rejected,
+            "failed": health.failed,
+            "authFailures": health.auth_failures,
+        },
+    }
+
+
+def _cached_delivery_health() -> queries.DeliveryHealth:
+    try:
+        return cache.get_or_set(_HEALTH_CACHE_KEY, queries.delivery_health, _HEALTH_CACHE_SECONDS)
+    except DatabaseError:
+        raise  # the database cache: the database itself is in trouble
+    except Exception as e:  # noqa: BLE001 - Redis down must not make /healthz a 500
+        logger.warning("healthz: cache unavailable, computing: %s", e.__class__.__name__)
+        return queries.delivery_health()
 
 
 @require_GET
@@ -22,3 +73,38 @@ def card_detail(request: HttpRequest, issuer_id: str, card_id: str) -> HttpRespo
     order = get_object_or_404(CardOrder, issuer_id=issuer_id, card_id=card_id)
     events = order.events.order_by("-received_at", "-id")
     return render(request, "tracker/card_detail.html", {"order": order, "events": events})
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@permission_required("tracker.work_queue", raise_exception=True)
+def delivery(request: HtmxHttpRequest) -> HttpResponse:
+    health = queries.delivery_health()
+    template = "tracker/delivery.html"
+    if request.htmx:
+        template += "#delivery-health"
+    return render(request, template, {"health": health})
+
+
+@login_not_required
+@require_GET
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    """No login, no secrets, no card data: database, and notification delivery per issuer."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        health = _cached_delivery_health()
+    except DatabaseError as e:
+        logger.warning("healthz: database unavailable: %s", e.__class__.__name__)
+        return JsonResponse({"status": "unavailable", "database": "unavailable"}, status=503)
+    now = timezone.now()
+    return JsonResponse(
+        {
+            "status": "ok",
+            "database": "ok",
+            # TODO(#3): "d1": the D1 client's breaker state, added with the client.
+            "notifications": {h.issuer_id: _issuer_json(h, now) for h in health.issuers},
+            "tokenEndpoint": {"authFailures24h": health.token_auth_failures},
+        }
+    )

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tracker', '0002_roles_and_cache'),
+        ('tracker', '0003_issue4_auth_failures'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
