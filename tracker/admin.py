@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from tracker.models import CardOrder, InboxItem, TimelineEvent
+from tracker.models import CardOrder, InboxItem, LookupAudit, TimelineEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -41,4 +41,13 @@ class TimelineEventAdmin(ReadOnlyAdmin):
 class InboxItemAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "issuer_id", "outcome", "applied", "duplicate", "quarantined"]
     list_filter = ["outcome", "issuer_id"]
+    show_full_result_count = False
+
+
+@admin.register(LookupAudit)
+class LookupAuditAdmin(ReadOnlyAdmin):
+    list_display = ["at", "username", "action", "outcome", "issuer_id", "card_id"]
+    list_filter = ["action", "outcome"]
+    search_fields = ["=card_id", "=username"]
+    ordering = ["-at"]
     show_full_result_count = False
