@@ -1,0 +1,115 @@
+"""Reads the pages need.
+
+Each read is bounded and served by an index (models.py), so a page costs the same with ten
+orders or ten million: no COUNT(*), no sort over a whole table, a fixed number of queries.
+"""
+
+from dataclasses import dataclass
+from functools import reduce
+from operator import or_
+
+from django.db.models import Q
+from django.db.models.fields.json import KT
+
+from tracker.models import CardOrder, TimelineEvent
+
+SEARCH_LIMIT = 50
+# Far above any real card (a few production stages and carrier updates); it only keeps a
+# runaway timeline from making the page slow.
+TIMELINE_LIMIT = 500
+
+# The keys an agent may have for a card; each has a varchar_pattern_ops index (= and prefix).
+SEARCH_FIELDS = (
+    "card_id",
+    "issuer_request_id",
+    "operation_id",
+    "tracking_number",
+    "input_file_name",
+    "customer_reference",
+)
+_LISTED_FIELDS = (
+    "issuer_id",
+    *SEARCH_FIELDS,
+    "stage",
+    "terminal",
+    "unrecognized_status",
+    "conflict",
+    "late_after",
+    "last_event_at",
+)
+_LONGEST_KEY = 255
+
+
+@dataclass(frozen=True)
+class Hit:
+    order: CardOrder
+    matched_field: str  # the SEARCH_FIELDS entry that matched
+    matched_value: str
+
+    @property
+    def matched_label(self) -> str:
+        return CardOrder._meta.get_field(self.matched_field).verbose_name
+
+
+@dataclass(frozen=True)
+class CardSearch:
+    hits: list[Hit]
+    more: bool  # more than SEARCH_LIMIT orders matched; the agent should refine the query
+    exact: bool  # the hits equal the query (otherwise they start with it)
+
+
+@dataclass(frozen=True)
+class CardDetail:
+    order: CardOrder
+    events: list[TimelineEvent]  # newest first
+    older_events_hidden: bool
+
+
+def find_cards(q: str, limit: int = SEARCH_LIMIT) -> CardSearch:
+    """Orders with an identifier equal to q, or else starting with q; two queries at most."""
+    if not q or len(q) > _LONGEST_KEY:
+        return CardSearch([], False, False)
+    for lookup in ("exact", "startswith"):
+        condition = reduce(or_, (Q(**{f"{field}__{lookup}": q}) for field in SEARCH_FIELDS))
+        # No ORDER BY: PostgreSQL can stop after limit + 1 rows instead of sorting every match.
+        orders = list(CardOrder.objects.filter(condition).only(*_LISTED_FIELDS)[: limit + 1])
+        if orders:
+            orders.sort(key=lambda order: (order.card_id, order.issuer_id))
+            hits = [_hit(order, q) for order in orders[:limit]]
+            return CardSearch(hits, len(orders) > limit, lookup == "exact")
+    return CardSearch([], False, False)
+
+
+def _hit(order: CardOrder, q: str) -> Hit:
+    values = [(field, getattr(order, field)) for field in SEARCH_FIELDS]
+    # SQLite's LIKE ignores case, PostgreSQL's does not: try the strictest match first.
+    for matches in (
+        lambda value: value == q,
+        lambda value: value.startswith(q),
+        lambda value: value.casefold().startswith(q.casefold()),
+    ):
+        for field, value in values:
+            if matches(value):
+                return Hit(order, field, value)
+    return Hit(order, "card_id", order.card_id)
+
+
+def card_detail(issuer_id: str, card_id: str) -> CardDetail | None:
+    """One order and its timeline, newest event first, in two queries; None if unknown."""
+    try:
+        order = CardOrder.objects.get(issuer_id=issuer_id, card_id=card_id)
+    except CardOrder.DoesNotExist:
+        return None
+    events = list(
+        order.events.select_related("user")
+        .defer("raw", "content_hash")
+        # Only what the timeline shows of each operation object, not the whole JSON.
+        .annotate(
+            shipment_message=KT("raw__details__shipment__message"),
+            error_code=KT("raw__errorCode"),
+            error=KT("raw__error"),
+            reason=KT("raw__details__reason"),
+        )
+        .order_by("-received_at", "-id")[: TIMELINE_LIMIT + 1]
+    )
+    return CardDetail(order, events[:TIMELINE_LIMIT], len(events) > TIMELINE_LIMIT)
