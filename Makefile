@@ -12,7 +12,7 @@ else
 TEST_DATABASE_URL := $(PG_URL)
 endif
 
-.PHONY: demo test lint bench venv chromium postgres clean
+.PHONY: demo test lint messages bench venv chromium postgres clean
 
 $(VENV)/.installed: pyproject.toml
 	@python=$$(.ci/find-python) && $$python -m venv $(VENV)
@@ -51,6 +51,13 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	@mkdir -p var
 	DJANGO_DEBUG=1 DATABASE_URL=sqlite:///var/lint.sqlite3 $(PY) manage.py makemigrations --check --dry-run
+
+# Refresh the Japanese catalogue from the code and compile it; commit the .po and the .mo.
+messages: venv
+	@mkdir -p var
+	DJANGO_DEBUG=1 DATABASE_URL=sqlite:///var/lint.sqlite3 $(PY) manage.py makemessages -l ja \
+		--no-location -i ".venv/*" -i "node_modules/*" -i "tests/*" -i "var/*" -i "staticfiles/*"
+	msgfmt --check -o tracker/locale/ja/LC_MESSAGES/django.mo tracker/locale/ja/LC_MESSAGES/django.po
 
 demo: venv
 	@mkdir -p var
