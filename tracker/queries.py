@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from functools import reduce
 from operator import or_
 
-from django.db.models import Q
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 
 from tracker.models import CardOrder, TimelineEvent
@@ -69,15 +71,38 @@ def find_cards(q: str, limit: int = SEARCH_LIMIT) -> CardSearch:
     """Orders with an identifier equal to q, or else starting with q; two queries at most."""
     if not q or len(q) > _LONGEST_KEY:
         return CardSearch([], False, False)
-    for lookup in ("exact", "startswith"):
-        condition = reduce(or_, (Q(**{f"{field}__{lookup}": q}) for field in SEARCH_FIELDS))
-        # No ORDER BY: PostgreSQL can stop after limit + 1 rows instead of sorting every match.
-        orders = list(CardOrder.objects.filter(condition).only(*_LISTED_FIELDS)[: limit + 1])
+    for exact in (True, False):
+        matches = _matching(q, exact, limit + 1).only(*_LISTED_FIELDS)
+        orders = list(matches.order_by("card_id", "issuer_id")[: limit + 1])
         if orders:
-            orders.sort(key=lambda order: (order.card_id, order.issuer_id))
             hits = [_hit(order, q) for order in orders[:limit]]
-            return CardSearch(hits, len(orders) > limit, lookup == "exact")
+            return CardSearch(hits, len(orders) > limit, exact)
     return CardSearch([], False, False)
+
+
+def _matching(q: str, exact: bool, per_key: int) -> QuerySet[CardOrder]:
+    if connection.vendor != "postgresql":
+        lookup = "exact" if exact else "startswith"
+        return CardOrder.objects.filter(
+            reduce(or_, (Q(**{f"{field}__{lookup}": q}) for field in SEARCH_FIELDS))
+        )
+    # Asked for a common value (a big input file) or a broad prefix, PostgreSQL expects many
+    # rows and picks a sequential scan that stops at the first matches, which reads the whole
+    # table when they sit at its end (recent cards). LIKE ordered by the pattern_ops operator
+    # makes each key an index range scan that stops after `per_key` rows, whatever the data.
+    pattern = connection.ops.prep_for_like_query(q) + ("" if exact else "%")
+    quote = connection.ops.quote_name
+    table, pk = quote(CardOrder._meta.db_table), quote(CardOrder._meta.pk.column)
+    branches = []
+    for field in SEARCH_FIELDS:
+        column = quote(CardOrder._meta.get_field(field).column)
+        branches.append(
+            f"(SELECT {pk} FROM {table} WHERE {column} LIKE %s"
+            f" ORDER BY {column} USING ~<~ LIMIT {int(per_key)})"
+        )
+    return CardOrder.objects.filter(
+        pk__in=RawSQL(" UNION ALL ".join(branches), [pattern] * len(branches))
+    )
 
 
 def _hit(order: CardOrder, q: str) -> Hit:
