@@ -66,7 +66,7 @@ lint: venv
 messages: venv
 	@mkdir -p var
 	DJANGO_DEBUG=1 DATABASE_URL=sqlite:///var/lint.sqlite3 $(PY) manage.py makemessages -l ja \
-		--no-location -i ".venv/*" -i "node_modules/*" -i "tests/*" -i "var/*" -i "staticfiles/*"
+		--no-location --no-obsolete -i ".venv/*" -i "node_modules/*" -i "tests/*" -i "var/*" -i "staticfiles/*"
 	msgfmt --check -o tracker/locale/ja/LC_MESSAGES/django.mo tracker/locale/ja/LC_MESSAGES/django.po
 
 demo: venv

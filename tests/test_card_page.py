@@ -505,3 +505,24 @@ def test_the_card_page_costs_the_same_for_one_event_or_two_hundred(
         response = agent_client.get(URL, headers=headers)
     assertContains(response, "Scan 199")
     assertContains(response, "Note by u150:")
+
+
+def test_a_runaway_timeline_shows_the_latest_events_and_says_so(agent_client, monkeypatch):
+    monkeypatch.setattr("tracker.queries.TIMELINE_LIMIT", 3)
+    order = make_order(card_id=CARD)
+    TimelineEvent.objects.bulk_create(
+        TimelineEvent(
+            order=order,
+            content_hash=f"h{n}",
+            source=Source.NOTIFICATION,
+            verdict="applied",
+            status="CARD_SHIPPED",
+            shipment_status=f"Scan-{n}",
+            received_at=T0 + timedelta(minutes=n),
+        )
+        for n in range(5)
+    )
+    response = agent_client.get(URL)
+    assertContains(response, "Only the latest 3 events are shown.")
+    assertContains(response, "Scan-4")
+    assertNotContains(response, "Scan-1")

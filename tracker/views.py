@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
@@ -34,6 +35,7 @@ def _card_context(detail: queries.CardDetail) -> dict[str, Any]:
         "order": order,
         "events": detail.events,
         "older_events_hidden": detail.older_events_hidden,
+        "timeline_limit": queries.TIMELINE_LIMIT,
         "stage": stages.stage_situation(order.stage),
         "guidance": stages.guidance(order),
         "steps": stages.steps(order.stage),
@@ -43,6 +45,8 @@ def _card_context(detail: queries.CardDetail) -> dict[str, Any]:
     }
 
 
+# Same URL for the page and its fragment: keep browser caches from mixing them up.
+@vary_on_headers("HX-Request")
 @require_GET
 @permission_required(VIEW_CARDS, raise_exception=True)
 def search(request: HtmxHttpRequest) -> HttpResponse:
@@ -67,6 +71,7 @@ def search(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+@vary_on_headers("HX-Request")
 @require_GET
 def card_detail(request: HtmxHttpRequest, issuer_id: str, card_id: str) -> HttpResponse:
     # Checked here rather than by decorator so that refused attempts are audited too.
