@@ -183,3 +183,11 @@ def test_search_is_forbidden_without_the_agents_permission(outsider_client):
     response = outsider_client.get(SEARCH, {"q": "crd-1"})
     assertContains(response, "You are not allowed to see this page", status_code=403)
     assertContains(response, 'class="topbar"', status_code=403)  # the same look as every page
+
+
+def test_the_d1_lookup_hook_renders_alone_for_the_live_part():
+    from django.template.loader import render_to_string
+
+    html = render_to_string("tracker/search.html#d1-lookup", {"lookup_card_id": "crd-new-1"})
+    assert html.lstrip().startswith('<div id="d1-lookup"')
+    assert "“crd-new-1” looks like a D1 card ID." in html

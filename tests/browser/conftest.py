@@ -1,50 +1,57 @@
 """Playwright (sync API) against pytest-django's live server, with Debian's Chromium.
 
 `make test` installs /usr/bin/chromium (as root) and axe-core (npm); without them these tests
-skip with the reason. Playwright's sync API runs an event loop in this thread, which Django's
-async-safety check would refuse, hence DJANGO_ALLOW_ASYNC_UNSAFE before Django checks it.
+skip and say why. Playwright's sync API runs an event loop in the test thread, which Django's
+async-safety check refuses, so DJANGO_ALLOW_ASYNC_UNSAFE is set while (and only while) the
+browser runs: a leaked value would fail `check --deploy` in tests that start manage.py.
 """
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / "test-artifacts"
 PASSWORD = "agent-browser-pw"
+CONTEXT = {
+    "viewport": {"width": 1360, "height": 900},
+    "timezone_id": "Asia/Tokyo",
+    "locale": "en-GB",
+}
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
+@pytest.fixture(scope="module")
+def chromium() -> Iterator:
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is missing (make test installs Debian's chromium as root)")
-    return {
-        **browser_type_launch_args,
-        "executable_path": str(CHROMIUM),
-        "args": [
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-        ],
-    }
+    from playwright.sync_api import sync_playwright
+
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
 
 
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args):
-    return {
-        **browser_context_args,
-        "viewport": {"width": 1360, "height": 900},
-        "timezone_id": "Asia/Tokyo",
-        "locale": "en-GB",
-    }
+@pytest.fixture
+def page(chromium) -> Iterator:
+    """A fresh browser profile (cookies, storage) in Tokyo time, under the strict CSP."""
+    context = chromium.new_context(**CONTEXT)
+    yield context.new_page()
+    context.close()
 
 
 @pytest.fixture

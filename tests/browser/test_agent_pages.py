@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import log_in, serious_accessibility_violations
+from tests.browser.conftest import CONTEXT, log_in, serious_accessibility_violations
 from tests.conftest import ISSUER, op
 from tracker import ingest
 from tracker.models import CardOrder, Source
@@ -116,10 +116,10 @@ def test_an_agent_logs_in_finds_the_card_by_every_key_and_reads_its_timeline(
 
 
 def test_search_and_card_pages_have_no_serious_accessibility_violations(
-    live_server, browser, browser_context_args, card, agent_login
+    live_server, chromium, card, agent_login
 ):
     # axe is injected as a script tag, which the strict CSP would block.
-    context = browser.new_context(**browser_context_args, bypass_csp=True)
+    context = chromium.new_context(**CONTEXT, bypass_csp=True)
     page = context.new_page()
     page.goto(live_server.url + "/accounts/login/")
     found = {"login": serious_accessibility_violations(page)}
@@ -138,10 +138,8 @@ def test_search_and_card_pages_have_no_serious_accessibility_violations(
     assert found == dict.fromkeys(found, [])
 
 
-def test_search_and_the_card_page_work_without_javascript(
-    live_server, browser, browser_context_args, card, agent_login
-):
-    context = browser.new_context(**browser_context_args, java_script_enabled=False)
+def test_search_and_the_card_page_work_without_javascript(live_server, chromium, card, agent_login):
+    context = chromium.new_context(**CONTEXT, java_script_enabled=False)
     page = context.new_page()
     log_in(page, live_server.url, agent_login, path=f"/cards/{ISSUER}/{CARD}/")
     expect(page.get_by_role("heading", level=1)).to_contain_text(CARD)  # back where it started
