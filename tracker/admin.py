@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from tracker import inbox
-from tracker.models import CardOrder, InboxItem, TimelineEvent
+from tracker.models import CardOrder, InboxItem, LookupAudit, TimelineEvent
 
 logger = logging.getLogger(__name__)
 
@@ -167,3 +167,12 @@ def _replay_message(done: int, verdicts: Counter, rejected: int) -> str:
 
 def _level(verdicts: Counter, rejected: int) -> int:
     return messages.WARNING if rejected or verdicts[inbox.QUARANTINED] else messages.SUCCESS
+
+
+@admin.register(LookupAudit)
+class LookupAuditAdmin(ReadOnlyAdmin):
+    list_display = ["at", "username", "action", "outcome", "issuer_id", "card_id"]
+    list_filter = ["action", "outcome"]
+    search_fields = ["=card_id", "=username"]
+    ordering = ["-at"]
+    show_full_result_count = False

@@ -62,6 +62,11 @@ def seed_orders(count: int = 200, seed: int = 2025) -> int:
         for n in range(count):
             for operation in _story(rng, n, now):
                 ingest.apply(issuer_id, parse_operation(operation), Source.NOTIFICATION)
+        # What the issuer's own order records add (never D1): the customer's reference.
+        orders = list(CardOrder.objects.filter(issuer_id=issuer_id))
+        for order in orders:
+            order.customer_reference = "CUST-" + order.card_id.removeprefix("crd-demo-")
+        CardOrder.objects.bulk_update(orders, ["customer_reference"])
     return count
 
 
