@@ -176,8 +176,9 @@ class D1Client:
             breaker.record_success(ticket)
             _log(call, logging.INFO)
             raise
-        except BaseException:
+        except BaseException as e:
             breaker.release(ticket)
+            call.outcome = f"{type(e).__name__}: {e}"
             _log(call, logging.ERROR)
             raise
         breaker.record_success(ticket)

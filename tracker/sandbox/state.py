@@ -65,10 +65,17 @@ class SandboxState:
         with self.lock:
             self.counters[name] += amount
 
-    def log_request(self, entry: dict[str, Any]) -> None:
+    def log_request(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Log a request as it arrives; the caller fills in how it ended with update_request()."""
         with self.lock:
             self._sequence += 1
-            self.requests.append({"seq": self._sequence, **entry})
+            logged = {"seq": self._sequence, **entry}
+            self.requests.append(logged)
+            return logged
+
+    def update_request(self, logged: dict[str, Any], **changes: Any) -> None:
+        with self.lock:
+            logged.update(changes)
 
     def log_delivery(self, entry: dict[str, Any]) -> None:
         with self.lock:
