@@ -75,12 +75,12 @@ def update(settings: Config | Faults, changes: Any) -> None:
     for key, value in changes.items():
         if key not in known:
             raise ConfigError(f"{key}: no such setting (known: {', '.join(sorted(known))})")
-        checked[key] = _checked(key, value, getattr(settings, key), known[key].type)
+        checked[key] = _checked(key, value, known[key].type)
     for key, value in checked.items():
         setattr(settings, key, value)
 
 
-def _checked(key: str, value: Any, current: Any, declared: Any) -> Any:
+def _checked(key: str, value: Any, declared: Any) -> Any:
     if key == "seed":
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError("seed: must be a whole number or null")
@@ -97,19 +97,21 @@ def _checked(key: str, value: Any, current: Any, declared: Any) -> Any:
         return list(value)
     if key == "notify_auth" and value not in ("bearer", "none"):
         raise ConfigError("notify_auth: must be bearer or none")
-    if isinstance(current, bool) or isinstance(value, bool):
+    if isinstance(value, bool):
         raise ConfigError(f"{key}: booleans are not accepted here")
-    if isinstance(current, float) and isinstance(value, int | float):
+    if declared is float and isinstance(value, int | float):
         if value < 0 or (key in _SHARES and value > 1):
             raise ConfigError(f"{key}: out of range")
         return float(value)
-    if isinstance(current, int) and isinstance(value, int):
+    if declared is int and isinstance(value, int):
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1")
         return value
-    if isinstance(current, str) and isinstance(value, str):
+    if declared is str and isinstance(value, str):
         return value
-    raise ConfigError(f"{key}: expected {declared}, got {type(value).__name__}")
+    raise ConfigError(
+        f"{key}: expected {getattr(declared, '__name__', declared)}, got {type(value).__name__}"
+    )
 
 
 def _is_rate(name: Any, value: Any) -> bool:

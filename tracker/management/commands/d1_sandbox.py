@@ -56,6 +56,7 @@ class Command(BaseCommand):
         )
         if config.notify_url:
             self.stdout.write(f"  pushing notifications to {config.notify_url}")
+        self.stdout.flush()  # whoever started this process may be waiting for the URL
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         try:
