@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 
 from tracker.d1.client import reset_clients
 from tracker.sandbox import keys
@@ -37,6 +38,16 @@ class D1Key:
 def card(card_id: str, **spec: Any) -> dict[str, Any]:
     """A seed spec for SandboxRemote.seed(): `card("crd-1", stage="CARD_SHIPPED")`."""
     return {"issuerId": ISSUER, "cardId": card_id, **spec}
+
+
+@pytest.fixture
+def database_url() -> str:
+    """A DATABASE_URL for another process to open the test database (PostgreSQL only: the SQLite
+    test database lives in this process's memory). Use with django_db(transaction=True)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a test database that another process can open (PostgreSQL)")
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from tests.sandbox_fixtures import ISSUER, card
 from tracker import live
@@ -142,14 +141,13 @@ def test_card_status_live_refuses_an_id_d1_could_never_accept(d1):
 
 @pytest.mark.django_db(transaction=True)
 def test_card_status_live_json_keeps_stdout_pure_json_in_a_real_process(
-    d1, d1_key, sandbox, on_postgres
+    d1, d1_key, sandbox, database_url
 ):
     d1.seed(card("crd-cmd-3", stage="CARD_PROD_DONE"))
-    db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": database_url,
         "D1_BASE_URL": sandbox.base_url,
         "D1_TOKEN_URL": sandbox.token_url,
         "D1_JWT_PRIVATE_KEY_FILE": str(d1_key.private_key_file),

@@ -190,7 +190,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # httpx logs every request at INFO; tracker.d1.client logs each D1 call once, with more.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 
 # --- D1 (see ../shared/d1/REFERENCE.md and README.md, "Settings") ---------------------------

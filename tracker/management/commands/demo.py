@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
@@ -10,6 +11,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.management.utils import get_random_secret_key
 
 from tracker import demo
+from tracker.sandbox import keys
+from tracker.sandbox.remote import SandboxRemote
+
+# The sandbox plays D1 where D1_BASE_URL points by default, two hours of D1 time per minute, and
+# loses a few notifications so that reconciliation has something to repair.
+SANDBOX_PORT = 8001
+SANDBOX_SPEED = 120
+SANDBOX_DROP_SHARE = 0.05
 
 
 class Command(BaseCommand):
@@ -23,6 +32,9 @@ class Command(BaseCommand):
         if not settings.DEBUG:
             raise CommandError("the demo runs with DJANGO_DEBUG=1 (make demo sets it)")
         call_command("migrate", verbosity=0)
+        key_file = Path(settings.D1_JWT_PRIVATE_KEY_FILE)
+        if keys.ensure_key_pair(key_file)[1]:
+            self.stdout.write(f"Created the demo D1 key pair {key_file}.")
         logins = demo.seed_users()
         created = demo.seed_orders(orders)
         self.stdout.write(f"Demo database ready ({created} new orders).")
@@ -31,6 +43,7 @@ class Command(BaseCommand):
             name: subprocess.Popen([sys.executable, "manage.py", *argv], env=env)
             for name, argv in self._services(port)
         }
+        self._seed_sandbox()
         self.stdout.write(
             f"\nTracker is running on http://127.0.0.1:{port}/  (Ctrl-C stops everything)"
         )
@@ -47,7 +60,30 @@ class Command(BaseCommand):
             _stop(processes.values())
 
     def _services(self, port: int) -> list[tuple[str, list[str]]]:
-        return [("web", ["runserver", f"127.0.0.1:{port}", "--noreload"])]
+        sandbox = [
+            "d1_sandbox",
+            f"--port={SANDBOX_PORT}",
+            f"--notify-url=http://127.0.0.1:{port}",
+            f"--speed={SANDBOX_SPEED}",
+            f"--drop-share={SANDBOX_DROP_SHARE}",
+        ]
+        return [("web", ["runserver", f"127.0.0.1:{port}", "--noreload"]), ("sandbox", sandbox)]
+
+    def _seed_sandbox(self) -> None:
+        """Tell the sandbox about the demo orders, so live refresh finds them and they move on."""
+        remote = SandboxRemote(f"http://127.0.0.1:{SANDBOX_PORT}")
+        try:
+            deadline = time.monotonic() + 30
+            while not remote.healthy():
+                if time.monotonic() > deadline:
+                    self.stderr.write("The D1 sandbox did not start; live refresh will fail.")
+                    return
+                time.sleep(0.2)
+            cards = demo.sandbox_cards(settings.D1_ISSUER_IDS[0])
+            remote.seed(*cards)
+            self.stdout.write(f"D1 sandbox on port {SANDBOX_PORT} knows the {len(cards)} orders.")
+        finally:
+            remote.close()
 
 
 def _stop(processes) -> None:
