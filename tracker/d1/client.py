@@ -172,8 +172,9 @@ class D1Client:
             call.outcome = call.outcome if call.outcome != "-" else str(e)
             _log(call, logging.WARNING)
             raise
-        except (D1Answered, D1BadResponse):
+        except (D1Answered, D1BadResponse) as e:
             breaker.record_success(ticket)
+            call.outcome = call.outcome if call.outcome != "-" else str(e)
             _log(call, logging.INFO)
             raise
         except BaseException as e:

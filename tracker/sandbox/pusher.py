@@ -38,9 +38,13 @@ class _Delivery:
     items: list[_Item]
     attempts: int = 0
     next_at: float = field(default_factory=time.monotonic)
+    last_error: str = ""
 
 
 class Pusher:
+    """Pushes the sandbox's card events to Tracker: in its own thread every notify_interval
+    seconds, or when the control API asks for a flush."""
+
     def __init__(self, state: SandboxState) -> None:
         self.state = state
         self._lock = threading.Lock()
@@ -168,9 +172,10 @@ class Pusher:
         if outcome == "retry":
             outcome = "failed"
             logger.warning(
-                "sandbox: gave up on a notification for %d operation(s) after %d attempts",
+                "sandbox: gave up on a notification of %d operation(s) after %d attempts (%s)",
                 len(delivery.items),
                 delivery.attempts,
+                delivery.last_error,
             )
         self._pending.remove(delivery)
         self.state.count(f"notify.{outcome}", len(delivery.items))
@@ -189,7 +194,8 @@ class Pusher:
                 headers["authorization"] = f"Bearer {self._bearer()}"
             response = self._client().post(url, json=body, headers=headers)
         except (httpx.HTTPError, _TokenError) as e:
-            logger.info("sandbox: notification POST failed: %s", e)
+            delivery.last_error = f"{type(e).__name__}: {e}"
+            logger.debug("sandbox: notification POST failed: %s", delivery.last_error)
             return "retry"
         if response.is_success:
             return "delivered"
@@ -197,7 +203,8 @@ class Pusher:
             return "rejected"
         if response.status_code == 401:
             self._token = None  # expired or revoked: fetch another before the retry
-        logger.info("sandbox: notification POST answered %d", response.status_code)
+        delivery.last_error = f"answered {response.status_code}"
+        logger.debug("sandbox: notification POST %s", delivery.last_error)
         return "retry"
 
     def _bearer(self) -> str:

@@ -28,6 +28,8 @@ class Token:
 
 
 class SandboxState:
+    """The sandbox's memory. Methods take the lock; callers reading several fields take it too."""
+
     def __init__(self, config: Config | None = None, faults: Faults | None = None) -> None:
         self.lock = threading.RLock()
         self.stopping = threading.Event()
