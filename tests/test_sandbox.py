@@ -79,47 +79,39 @@ def test_a_valid_assertion_gets_a_bearer_token(sandbox, d1_key):
     assert len(document["access_token"]) >= 32
 
 
-@pytest.mark.parametrize(
-    "how, status, error_code, error",
-    [
-        ("wrong key", 401, "AUTHORIZER_UNAUTHORIZED", "signature"),
-        ("unknown kid", 401, "AUTHORIZER_UNAUTHORIZED", "kid"),
-        ("expired", 401, "AUTHORIZER_UNAUTHORIZED", "expired"),
-        ("lives an hour", 401, "AUTHORIZER_UNAUTHORIZED", "15 minutes"),
-        ("iss is not sub", 401, "AUTHORIZER_UNAUTHORIZED", "iss and sub"),
-        ("not a JWT", 400, "PARSING_ERROR", "not a JWT"),
-        ("wrong grant", 400, "FIELD_INVALID_VALUE", "grant_type"),
-        ("no exp", 400, "FIELD_INVALID_VALUE", "exp"),
-    ],
-)
-def test_a_bad_assertion_is_refused_with_d1s_error_body(
-    sandbox, d1_key, how, status, error_code, error
-):
-    now = int(time.time())
-    grant, signed = JWT_BEARER, None
-    if how == "wrong key":
-        signed = assertion(d1_key, key=keys.new_private_pem())
-    elif how == "unknown kid":
-        signed = assertion(d1_key, kid="someone-else")
-    elif how == "expired":
-        signed = assertion(d1_key, iat=now - 900, exp=now - 60)
-    elif how == "lives an hour":
-        signed = assertion(d1_key, exp=now + 3600)
-    elif how == "iss is not sub":
-        signed = assertion(d1_key, sub="OTHER00001")
-    elif how == "not a JWT":
-        signed = "not-a-jwt"
-    elif how == "wrong grant":
-        grant, signed = "client_credentials", assertion(d1_key)
-    elif how == "no exp":
-        signed = jwt.encode(
-            {"iss": ISSUER, "sub": ISSUER},
-            d1_key.private_key_file.read_bytes(),
-            algorithm="ES256",
-            headers={"kid": d1_key.kid},
-        )
+def _now() -> int:
+    return int(time.time())
 
-    response = httpx.post(sandbox.token_url, data={"grant_type": grant, "assertion": signed})
+
+def _no_exp(d1_key) -> str:
+    private = d1_key.private_key_file.read_bytes()
+    return jwt.encode({"iss": ISSUER, "sub": ISSUER}, private, "ES256", {"kid": d1_key.kid})
+
+
+_UNAUTHORIZED = (401, "AUTHORIZER_UNAUTHORIZED")
+_REFUSED = {
+    # how: (assertion maker, (status, errorCode), words in the error)
+    "wrong key": (lambda k: assertion(k, key=keys.new_private_pem()), _UNAUTHORIZED, "signature"),
+    "unknown kid": (lambda k: assertion(k, kid="someone-else"), _UNAUTHORIZED, "kid"),
+    "expired": (
+        lambda k: assertion(k, iat=_now() - 900, exp=_now() - 60),
+        _UNAUTHORIZED,
+        "expired",
+    ),
+    "lives an hour": (lambda k: assertion(k, exp=_now() + 3600), _UNAUTHORIZED, "15 minutes"),
+    "iss is not sub": (lambda k: assertion(k, sub="OTHER00001"), _UNAUTHORIZED, "iss and sub"),
+    "not a JWT": (lambda k: "not-a-jwt", (400, "PARSING_ERROR"), "not a JWT"),
+    "no exp": (_no_exp, (400, "FIELD_INVALID_VALUE"), "exp"),
+}
+
+
+@pytest.mark.parametrize("how", list(_REFUSED))
+def test_a_bad_assertion_is_refused_with_d1s_error_body(sandbox, d1_key, how):
+    make, (status, error_code), error = _REFUSED[how]
+
+    response = httpx.post(
+        sandbox.token_url, data={"grant_type": JWT_BEARER, "assertion": make(d1_key)}
+    )
 
     assert response.status_code == status
     body = response.json()
@@ -127,6 +119,16 @@ def test_a_bad_assertion_is_refused_with_d1s_error_body(
     assert body["errorCode"] == error_code
     assert error in body["error"]
     assert sandbox.state.counters["token.issued"] == 0
+
+
+def test_a_grant_other_than_jwt_bearer_is_a_400(sandbox, d1_key):
+    response = httpx.post(
+        sandbox.token_url,
+        data={"grant_type": "client_credentials", "assertion": assertion(d1_key)},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "FIELD_INVALID_VALUE"
 
 
 def test_the_token_endpoint_takes_json_as_well_as_a_form(sandbox, d1_key):

@@ -5,6 +5,7 @@ d1_sandbox` runs it as its own process (the demo). With an ssl.SSLContext it spe
 the context requires one, records the subject of the client certificate it verified.
 """
 
+import contextlib
 import logging
 import re
 import socket
@@ -235,7 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _write(self, response: Response) -> None:
         if response.reset:
             self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
             return
         try:
             self.send_response(response.status)
