@@ -3,8 +3,9 @@
 Registered for every test module by tests/conftest.py:
 
 - `d1_key`: a throwaway EC P-256 key pair (private PEM file, public PEM, kid), once per session.
-- `sandbox`: a started tracker.sandbox.server.Sandbox on an ephemeral port that trusts `d1_key`;
-  no notification pushing unless a test configures `notify_url` (then `flush()` pushes).
+- `sandbox`: a started tracker.sandbox.server.Sandbox on an ephemeral port that trusts `d1_key`
+  and knows D1_NOTIFY_CLIENT_ID/SECRET; it pushes nothing until a test sets `notify_url`
+  (`d1.configure(notify_url=live_server.url)`), and then only when the test calls `d1.flush()`.
 - `d1`: the sandbox's control client (tracker.sandbox.remote.SandboxRemote), with Django settings
   pointing D1_BASE_URL/D1_TOKEN_URL/the key at the sandbox, fast backoff, a cleared cache (token,
   breaker) and fresh pooled clients. Needs the database: the cache is Django's database cache.
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.db import connection
 
@@ -62,7 +64,13 @@ def d1_key(tmp_path_factory: pytest.TempPathFactory) -> D1Key:
 def sandbox(d1_key: D1Key) -> Iterator[Sandbox]:
     # notify_interval=0: notifications go out only when a test calls flush(), so tests are
     # deterministic; seed fixes every random draw.
-    running = Sandbox(Config(seed=1234, notify_interval=0), keys={d1_key.kid: d1_key.public_pem})
+    config = Config(
+        seed=1234,
+        notify_interval=0,
+        notify_client_id=django_settings.D1_NOTIFY_CLIENT_ID,
+        notify_client_secret=django_settings.D1_NOTIFY_CLIENT_SECRET,
+    )
+    running = Sandbox(config, keys={d1_key.kid: d1_key.public_pem})
     running.start()
     yield running
     running.stop()
