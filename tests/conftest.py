@@ -12,6 +12,8 @@ from django.db import connection
 
 from tracker.d1.schema import Operation, parse_body, parse_operation
 
+pytest_plugins = ["tests.sandbox_fixtures"]
+
 EXAMPLES = Path(__file__).parent / "examples"
 ISSUER = "ISS7K2M40Q"
 
