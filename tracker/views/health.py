@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
 from tracker import queries, serialize
+from tracker.d1 import client
 from tracker.views import HtmxHttpRequest
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,16 @@ def _cached_delivery_health() -> queries.DeliveryHealth:
         return queries.delivery_health()
 
 
+def _breaker() -> dict | str:
+    try:
+        return client.breaker_state()
+    except DatabaseError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Redis down must not make /healthz a 500
+        logger.warning("healthz: breaker state unavailable: %s", e.__class__.__name__)
+        return "unknown"
+
+
 @require_GET
 @vary_on_headers("HX-Request")
 @permission_required("tracker.work_queue", raise_exception=True)
@@ -69,7 +80,7 @@ def delivery(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    """No login, no secrets, no card data: database, and notification delivery per issuer."""
+    """No login, no secrets, no card data: database, D1 breaker, deliveries per issuer."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -82,7 +93,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         {
             "status": "ok",
             "database": "ok",
-            # TODO(#3): "d1": the D1 client's breaker state, added with the client.
+            "d1": {"breaker": _breaker()},
             "notifications": {h.issuer_id: _issuer_json(h, now) for h in health.issuers},
             "tokenEndpoint": {"authFailures24h": health.token_auth_failures},
         }
