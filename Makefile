@@ -12,7 +12,7 @@ else
 TEST_DATABASE_URL := $(PG_URL)
 endif
 
-.PHONY: demo test lint bench venv chromium postgres clean
+.PHONY: demo test lint messages bench venv chromium axe postgres clean
 
 $(VENV)/.installed: pyproject.toml
 	@python=$$(.ci/find-python) && $$python -m venv $(VENV)
@@ -32,6 +32,16 @@ chromium:
 		fi; \
 	fi
 
+# axe-core (package.json) for the browser tests' accessibility checks.
+axe:
+	@if [ ! -f node_modules/axe-core/axe.min.js ]; then \
+		if command -v npm >/dev/null; then \
+			npm ci --no-audit --no-fund --silent; \
+		else \
+			echo "npm is missing: the accessibility checks will be skipped" >&2; \
+		fi; \
+	fi
+
 # The suite runs on the local PostgreSQL; start the cluster if it is installed and stopped.
 postgres:
 	@if [ "$(DB)" != sqlite ] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
@@ -42,7 +52,7 @@ postgres:
 		pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL does not answer on 127.0.0.1:5432" >&2; exit 1; }; \
 	fi
 
-test: venv chromium postgres
+test: venv chromium axe postgres
 	@mkdir -p var test-artifacts
 	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -52,6 +62,13 @@ lint: venv
 	@mkdir -p var
 	DJANGO_DEBUG=1 DATABASE_URL=sqlite:///var/lint.sqlite3 $(PY) manage.py makemigrations --check --dry-run
 
+# Refresh the Japanese catalogue from the code and compile it; commit the .po and the .mo.
+messages: venv
+	@mkdir -p var
+	DJANGO_DEBUG=1 DATABASE_URL=sqlite:///var/lint.sqlite3 $(PY) manage.py makemessages -l ja \
+		--no-location --no-obsolete -i ".venv/*" -i "node_modules/*" -i "tests/*" -i "var/*" -i "staticfiles/*"
+	msgfmt --check -o tracker/locale/ja/LC_MESSAGES/django.mo tracker/locale/ja/LC_MESSAGES/django.po
+
 demo: venv
 	@mkdir -p var
 	DJANGO_DEBUG=1 $(PY) manage.py demo
@@ -60,4 +77,4 @@ bench: venv postgres
 	$(PY) manage.py bench
 
 clean:
-	rm -rf $(VENV) var test-artifacts
+	rm -rf $(VENV) var test-artifacts node_modules

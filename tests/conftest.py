@@ -12,6 +12,8 @@ from django.db import connection
 
 from tracker.d1.schema import Operation, parse_body, parse_operation
 
+pytest_plugins = ["tests.sandbox_fixtures"]
+
 EXAMPLES = Path(__file__).parent / "examples"
 ISSUER = "ISS7K2M40Q"
 
@@ -96,3 +98,42 @@ def database_unreachable() -> Iterator[None]:
     finally:
         connection.close()
         connection.settings_dict["PORT"] = port
+
+
+# --- Staff pages (issue 5) --------------------------------------------------------------------
+
+
+def make_order(**overrides: Any):
+    """A CardOrder saved as-is (no ingest): the page reads whatever the fields say."""
+    from tracker.models import CardOrder
+
+    fields: dict[str, Any] = {"issuer_id": ISSUER, "card_id": "crd-page-0001"}
+    fields.update(overrides)
+    return CardOrder.objects.create(**fields)
+
+
+@pytest.fixture
+def agent(db):
+    """A member of the Support agents group, as the role migration set it up."""
+    from django.contrib.auth.models import Group, User
+
+    from tracker import roles
+
+    user = User.objects.create_user("agent-test", password="agent-test-pw")
+    user.groups.add(Group.objects.get(name=roles.AGENTS))
+    return user
+
+
+@pytest.fixture
+def agent_client(client, agent):
+    client.force_login(agent)
+    return client
+
+
+@pytest.fixture
+def outsider_client(client, db):
+    """Logged in, but in no group: may see no staff page."""
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_user("outsider", password="outsider-pw"))
+    return client

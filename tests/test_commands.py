@@ -123,6 +123,9 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
         ({"D1_NOTIFY_AUTH": "trust-me"}, "D1_NOTIFY_AUTH must be one of"),
         ({"D1_PRODUCTION_SITE_TZ": "PC-1=Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
         ({"D1_TLS_CA_BUNDLE": "/nonexistent.pem"}, "D1_TLS_CA_BUNDLE names a file"),
+        ({"D1_RETRY_STATUSES": "503,soon"}, "D1_RETRY_STATUSES must list whole numbers"),
+        ({"D1_JWT_LIFETIME": "3600"}, "D1_JWT_LIFETIME must be at most 900"),
+        ({"D1_INTERACTIVE_BUDGET": "-1"}, "D1_INTERACTIVE_BUDGET must be at least 0.1"),
         ({"DJANGO_DEBUG": "0", "D1_NOTIFY_AUTH": "none"}, "D1_NOTIFY_AUTH=none is for the demo"),
     ],
 )

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from tests.conftest import ISSUER, NOTIFY_URL, TOKEN_URL, basic, example
 from tracker import inbox, queries, roles
+from tracker.d1 import breaker
 from tracker.models import AuthFailureCount, InboxItem
 from tracker.queries import IssuerHealth
 
@@ -159,3 +160,15 @@ def test_healthz_still_answers_when_the_shared_cache_is_down(client, settings):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json()["database"] == "ok"
+    assert response.json()["d1"] == {"breaker": "unknown"}
+
+
+def test_healthz_shows_the_d1_breaker(client, settings):
+    cache.clear()
+    assert client.get("/healthz").json()["d1"]["breaker"]["state"] == "closed"
+    for _ in range(settings.D1_BREAKER_THRESHOLD):
+        breaker.record_failure(None)
+    opened = client.get("/healthz").json()["d1"]["breaker"]
+    assert opened["state"] == "open"
+    assert opened["failures"] == settings.D1_BREAKER_THRESHOLD
+    cache.clear()

@@ -272,7 +272,9 @@ def test_the_overview_counts_reasons_stages_ages_and_the_funnel(client, supervis
     assert 'href="/stuck/?reason=late"' in html, html
 
 
-def test_editing_a_threshold_in_the_admin_takes_effect(client, settings):
+def test_editing_a_threshold_in_the_admin_takes_effect(
+    client, settings, django_capture_on_commit_callbacks
+):
     settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
     settings.D1_WORKING_DAYS = frozenset(range(7))
     attention.forget_thresholds()
@@ -283,8 +285,10 @@ def test_editing_a_threshold_in_the_admin_takes_effect(client, settings):
     client.force_login(admin)
     threshold = Threshold.objects.get(name="CARD_PROD_ONGOING")
     url = reverse("admin:tracker_threshold_change", args=[threshold.pk])
-    response = client.post(url, {"hours": "4"})
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = client.post(url, {"hours": "4"})
     assert response.status_code == 302, response.content.decode()[:2000]
+    assert len(callbacks) == 1  # the recompute task, run at once by the immediate backend
     attention.forget_thresholds()
     rows = queue.stuck_orders(queue.Filters()).rows
     assert [(r.order.card_id, r.reasons) for r in rows] == [("crd-ongoing", [Reason.SILENT])]

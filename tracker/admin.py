@@ -12,8 +12,15 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tracker import inbox
-from tracker.models import Acknowledgement, CardOrder, InboxItem, Threshold, TimelineEvent
+from tracker import inbox, tasks
+from tracker.models import (
+    Acknowledgement,
+    CardOrder,
+    InboxItem,
+    LookupAudit,
+    Threshold,
+    TimelineEvent,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +192,6 @@ class ThresholdAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change) -> None:
-        from tracker import tasks
-
         super().save_model(request, obj, form, change)
         # Orders already waiting get the new deadline in the background (there may be many).
         transaction.on_commit(partial(tasks.recompute_attention.enqueue, name=obj.name))
@@ -198,4 +203,12 @@ class AcknowledgementAdmin(ReadOnlyAdmin):
     list_filter = ["kind"]
     list_select_related = ["order", "user"]
     search_fields = ["=order__card_id"]
+
+
+@admin.register(LookupAudit)
+class LookupAuditAdmin(ReadOnlyAdmin):
+    list_display = ["at", "username", "action", "outcome", "issuer_id", "card_id"]
+    list_filter = ["action", "outcome"]
+    search_fields = ["=card_id", "=username"]
+    ordering = ["-at"]
     show_full_result_count = False

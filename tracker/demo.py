@@ -16,7 +16,7 @@ from django.utils import timezone
 from tracker import ingest, roles
 from tracker.d1 import lifecycle
 from tracker.d1.schema import parse_operation
-from tracker.models import CardOrder, Source
+from tracker.models import CardOrder, Source, TimelineEvent, Verdict
 
 DEMO_USERS = (
     # username, password, group, staff (admin site access)
@@ -62,6 +62,11 @@ def seed_orders(count: int = 200, seed: int = 2025) -> int:
         for n in range(count):
             for operation in _story(rng, n, now):
                 ingest.apply(issuer_id, parse_operation(operation), Source.NOTIFICATION)
+        # What the issuer's own order records add (never D1): the customer's reference.
+        orders = list(CardOrder.objects.filter(issuer_id=issuer_id))
+        for order in orders:
+            order.customer_reference = "CUST-" + order.card_id.removeprefix("crd-demo-")
+        CardOrder.objects.bulk_update(orders, ["customer_reference"])
     return count
 
 
@@ -136,3 +141,27 @@ def _ending(rng: random.Random, base: dict, details: dict, started: datetime) ->
     if error_code:
         ending.update(errorCode=error_code, error=reason)
     return ending
+
+
+def sandbox_cards(issuer_id: str) -> list[dict]:
+    """Seed specs for the D1 sandbox: each order with the operations Tracker holds for it.
+
+    The sandbox answers productionStatus with the latest of them and carries each card on from
+    there, so the demo's orders keep moving and their notifications keep arriving.
+    """
+    events = (
+        TimelineEvent.objects.filter(
+            order__issuer_id=issuer_id,
+            verdict__in=(Verdict.APPLIED, Verdict.UNRECOGNIZED),
+            raw__isnull=False,
+        )
+        .order_by("order_id", "received_at", "id")
+        .values_list("order__card_id", "raw")
+    )
+    operations: dict[str, list[dict]] = {}
+    for card_id, raw in events:
+        operations.setdefault(card_id, []).append(raw)
+    return [
+        {"issuerId": issuer_id, "cardId": card_id, "operations": ops}
+        for card_id, ops in operations.items()
+    ]

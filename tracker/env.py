@@ -71,6 +71,18 @@ def csv(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in string(name, default).split(",") if item.strip()]
 
 
+def integers(name: str, default: str, minimum: int, maximum: int) -> list[int]:
+    """Parse a comma-separated list of whole numbers within [minimum, maximum]."""
+    result = []
+    for item in csv(name, default):
+        if not item.isdigit() or not minimum <= int(item) <= maximum:
+            raise ImproperlyConfigured(
+                f"{name} must list whole numbers from {minimum} to {maximum} (bad: {item!r})"
+            )
+        result.append(int(item))
+    return result
+
+
 def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = string(name, default)
     if value not in allowed:

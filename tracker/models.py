@@ -219,6 +219,52 @@ class TimelineEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.order_id} {self.status or self.source} ({self.verdict})"
 
+    @property
+    def business_time(self):
+        """D1's own time for the event: endTime once the operation completed, else startTime."""
+        return self.end_time or self.start_time
+
+
+class LookupAudit(models.Model):
+    """One staff read of a card (page view, live refresh, live lookup): who, which card, when."""
+
+    class Action(models.TextChoices):
+        VIEW = "view", _("view")
+        REFRESH = "refresh", _("live refresh")
+        LOOKUP = "lookup", _("live lookup")
+
+    class Outcome(models.TextChoices):
+        FOUND = "found", _("found")
+        NOT_FOUND = "not_found", _("not in Tracker")
+        DENIED = "denied", _("permission denied")
+        CHANGED = "changed", _("updated from D1")
+        UNCHANGED = "unchanged", _("D1 had nothing new")
+        D1_NOT_FOUND = "d1_not_found", _("unknown to D1")
+        D1_UNAVAILABLE = "d1_unavailable", _("D1 unavailable")
+
+    # The username is copied so the record survives the user's deletion and needs no join.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    username = models.CharField(_("username"), max_length=150)
+    issuer_id = models.CharField(_("issuer ID"), max_length=10)
+    card_id = models.CharField(_("card ID"), max_length=48)
+    at = models.DateTimeField(_("time"), default=timezone.now)
+    action = models.CharField(_("action"), max_length=16, choices=Action.choices)
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    detail = models.TextField(_("detail"), blank=True)
+
+    class Meta:
+        verbose_name = _("lookup audit record")
+        verbose_name_plural = _("lookup audit")
+        indexes = [
+            models.Index(fields=["issuer_id", "card_id", "at"], name="audit_card_at"),
+            models.Index(fields=["at"], name="audit_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.card_id}"
+
 
 class Threshold(models.Model):
     """How long an order may go without news before it needs attention (editable in the admin)."""

@@ -1,13 +1,147 @@
-"""Reads the pages need. Writes go through tracker/ingest.py, never through here."""
+"""Reads the pages need. Writes go through tracker/ingest.py, never through here.
+
+Each read is bounded and served by an index (models.py), so a page costs the same with ten
+orders or ten million: no COUNT(*), no sort over a whole table, a fixed number of queries.
+"""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
+from operator import or_
 
 from django.conf import settings
-from django.db.models import Count, Max, Q, Sum
+from django.db import connection
+from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
-from tracker.models import AuthFailureCount, InboxItem
+from tracker.models import AuthFailureCount, CardOrder, InboxItem, TimelineEvent
+
+SEARCH_LIMIT = 50
+# Far above any real card (a few production stages and carrier updates); it only keeps a
+# runaway timeline from making the page slow.
+TIMELINE_LIMIT = 500
+
+# The keys an agent may have for a card; each has a varchar_pattern_ops index (= and prefix).
+SEARCH_FIELDS = (
+    "card_id",
+    "issuer_request_id",
+    "operation_id",
+    "tracking_number",
+    "input_file_name",
+    "customer_reference",
+)
+_LISTED_FIELDS = (
+    "issuer_id",
+    *SEARCH_FIELDS,
+    "stage",
+    "terminal",
+    "unrecognized_status",
+    "conflict",
+    "late_after",
+    "last_event_at",
+)
+_LONGEST_KEY = 255
+
+
+@dataclass(frozen=True)
+class Hit:
+    order: CardOrder
+    matched_field: str  # the SEARCH_FIELDS entry that matched
+    matched_value: str
+
+    @property
+    def matched_label(self) -> str:
+        return CardOrder._meta.get_field(self.matched_field).verbose_name
+
+
+@dataclass(frozen=True)
+class CardSearch:
+    hits: list[Hit]
+    more: bool  # more than SEARCH_LIMIT orders matched; the agent should refine the query
+    exact: bool  # the hits equal the query (otherwise they start with it)
+
+
+@dataclass(frozen=True)
+class CardDetail:
+    order: CardOrder
+    events: list[TimelineEvent]  # newest first
+    older_events_hidden: bool
+
+
+def find_cards(q: str, limit: int = SEARCH_LIMIT) -> CardSearch:
+    """Orders with an identifier equal to q, or else starting with q; two queries at most."""
+    if not q or len(q) > _LONGEST_KEY:
+        return CardSearch([], False, False)
+    for exact in (True, False):
+        matches = _matching(q, exact, limit + 1).only(*_LISTED_FIELDS)
+        orders = list(matches.order_by("card_id", "issuer_id")[: limit + 1])
+        if orders:
+            hits = [_hit(order, q) for order in orders[:limit]]
+            return CardSearch(hits, len(orders) > limit, exact)
+    return CardSearch([], False, False)
+
+
+def _matching(q: str, exact: bool, per_key: int) -> QuerySet[CardOrder]:
+    if connection.vendor != "postgresql":
+        lookup = "exact" if exact else "startswith"
+        return CardOrder.objects.filter(
+            reduce(or_, (Q(**{f"{field}__{lookup}": q}) for field in SEARCH_FIELDS))
+        )
+    # Asked for a common value (a big input file) or a broad prefix, PostgreSQL expects many
+    # rows and picks a sequential scan that stops at the first matches, which reads the whole
+    # table when they sit at its end (recent cards). LIKE ordered by the pattern_ops operator
+    # makes each key an index range scan that stops after `per_key` rows, whatever the data.
+    pattern = connection.ops.prep_for_like_query(q) + ("" if exact else "%")
+    quote = connection.ops.quote_name
+    table, pk = quote(CardOrder._meta.db_table), quote(CardOrder._meta.pk.column)
+    branches = []
+    for field in SEARCH_FIELDS:
+        column = quote(CardOrder._meta.get_field(field).column)
+        branches.append(
+            f"(SELECT {pk} FROM {table} WHERE {column} LIKE %s"
+            f" ORDER BY {column} USING ~<~ LIMIT {int(per_key)})"
+        )
+    return CardOrder.objects.filter(
+        pk__in=RawSQL(" UNION ALL ".join(branches), [pattern] * len(branches))
+    )
+
+
+def _hit(order: CardOrder, q: str) -> Hit:
+    values = [(field, getattr(order, field)) for field in SEARCH_FIELDS]
+    # SQLite's LIKE ignores case, PostgreSQL's does not: try the strictest match first.
+    for matches in (
+        lambda value: value == q,
+        lambda value: value.startswith(q),
+        lambda value: value.casefold().startswith(q.casefold()),
+    ):
+        for field, value in values:
+            if matches(value):
+                return Hit(order, field, value)
+    return Hit(order, "card_id", order.card_id)
+
+
+def card_detail(issuer_id: str, card_id: str) -> CardDetail | None:
+    """One order and its timeline, newest event first, in two queries; None if unknown."""
+    try:
+        order = CardOrder.objects.get(issuer_id=issuer_id, card_id=card_id)
+    except CardOrder.DoesNotExist:
+        return None
+    events = list(
+        order.events.select_related("user")
+        .defer("raw", "content_hash")
+        # Only what the timeline shows of each operation object, not the whole JSON.
+        .annotate(
+            shipment_message=KT("raw__details__shipment__message"),
+            error_code=KT("raw__errorCode"),
+            error=KT("raw__error"),
+            reason=KT("raw__details__reason"),
+        )
+        .order_by("-received_at", "-id")[: TIMELINE_LIMIT + 1]
+    )
+    return CardDetail(order, events[:TIMELINE_LIMIT], len(events) > TIMELINE_LIMIT)
+
 
 HEALTH_WINDOW = timedelta(hours=24)
 # Operations counted per verdict; each InboxItem holds its own counts (tracker/inbox.py).

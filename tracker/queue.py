@@ -18,7 +18,7 @@ from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from tracker import attention
+from tracker import attention, tasks
 from tracker.attention import Reason
 from tracker.d1 import lifecycle
 from tracker.models import Acknowledgement, CardOrder, RecheckBatch, Source
@@ -164,8 +164,6 @@ def reopen(order: CardOrder, user, note: str = "") -> Acknowledgement:
 
 def start_recheck(orders: QuerySet[CardOrder], user, limit: int) -> RecheckBatch:
     """Enqueue one refresh task per order (at most `limit`), counted in a new batch."""
-    from tracker import tasks  # the tasks module imports the D1 client; pages need not
-
     keys = list(orders.values_list("issuer_id", "card_id")[:limit])
     with transaction.atomic():
         batch = RecheckBatch.objects.create(created_by=user, total=len(keys))

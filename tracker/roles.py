@@ -12,8 +12,16 @@ ADMINISTRATORS = "Administrators"
 
 _AGENT_PERMISSIONS = {"view_cardorder", "view_timelineevent", "refresh_live"}
 _SUPERVISOR_PERMISSIONS = {"work_queue", "recheck_orders", "export_orders"}
-# Administrators change everything in the tracker app but never delete what D1 told us.
-_NEVER_GRANTED = {"delete_cardorder", "delete_timelineevent", "delete_inboxitem"}
+# Administrators change everything in the tracker app but never delete what D1 told us, and
+# nobody writes the lookup audit except the pages themselves.
+_NEVER_GRANTED = {
+    "delete_cardorder",
+    "delete_timelineevent",
+    "delete_inboxitem",
+    "add_lookupaudit",
+    "change_lookupaudit",
+    "delete_lookupaudit",
+}
 
 
 def sync_groups(apps, using: str = "default") -> None:

@@ -45,6 +45,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "tracker.middleware.TimezoneMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -147,6 +148,11 @@ LOCALE_PATHS = [BASE_DIR / "tracker" / "locale"]
 USE_I18N = True
 USE_TZ = True
 TIME_ZONE = "UTC"
+# Pages show times in the browser's zone (the `tz` cookie, tracker/middleware.py); until the
+# browser has said which, in this one.
+TRACKER_DISPLAY_TZ = env.timezone_name(
+    "TRACKER_DISPLAY_TZ", env.string("TRACKER_DISPLAY_TZ", "UTC")
+)
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -191,15 +197,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # stderr: commands print their results on stdout (card_status --json), logs stay apart.
     "handlers": {
-        "stdout": {
+        "console": {
             "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
+            "stream": "ext://sys.stderr",
             "formatter": "plain",
         }
     },
-    "root": {"handlers": ["stdout"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "root": {"handlers": ["console"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
+    # httpx logs every request at INFO; tracker.d1.client logs each D1 call once, with more.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 
 # --- D1 (see ../shared/d1/REFERENCE.md and README.md, "Settings") ---------------------------
@@ -227,6 +235,28 @@ D1_STATUS_PATH_TEMPLATE = env.string(
 if "{issuerId}" not in D1_STATUS_PATH_TEMPLATE or "{cardId}" not in D1_STATUS_PATH_TEMPLATE:
     raise ImproperlyConfigured("D1_STATUS_PATH_TEMPLATE must contain {issuerId} and {cardId}")
 D1_MAX_RPS = env.decimal("D1_MAX_RPS", 5.0, minimum=0.1)
+
+# The D1 client (tracker/d1/client.py). Times in seconds. Two profiles: an agent waits on the
+# interactive one; background work (reconciliation) can afford longer waits and more retries.
+D1_INTERACTIVE_CONNECT_TIMEOUT = env.decimal("D1_INTERACTIVE_CONNECT_TIMEOUT", 1.0, minimum=0.01)
+D1_INTERACTIVE_READ_TIMEOUT = env.decimal("D1_INTERACTIVE_READ_TIMEOUT", 2.5, minimum=0.01)
+D1_INTERACTIVE_RETRIES = env.integer("D1_INTERACTIVE_RETRIES", 2)
+D1_INTERACTIVE_BUDGET = env.decimal("D1_INTERACTIVE_BUDGET", 4.0, minimum=0.1)
+D1_BACKGROUND_CONNECT_TIMEOUT = env.decimal("D1_BACKGROUND_CONNECT_TIMEOUT", 3.0, minimum=0.01)
+D1_BACKGROUND_READ_TIMEOUT = env.decimal("D1_BACKGROUND_READ_TIMEOUT", 10.0, minimum=0.01)
+D1_BACKGROUND_RETRIES = env.integer("D1_BACKGROUND_RETRIES", 4)
+D1_BACKGROUND_BUDGET = env.decimal("D1_BACKGROUND_BUDGET", 30.0, minimum=0.1)
+D1_BACKOFF_BASE = env.decimal("D1_BACKOFF_BASE", 0.2)
+D1_BACKOFF_CAP = env.decimal("D1_BACKOFF_CAP", 5.0)
+D1_RETRY_AFTER_CAP = env.decimal("D1_RETRY_AFTER_CAP", 10.0)
+D1_RETRY_STATUSES = frozenset(env.integers("D1_RETRY_STATUSES", "429,502,503,504", 400, 599))
+D1_BREAKER_THRESHOLD = env.integer("D1_BREAKER_THRESHOLD", 5, minimum=1)
+D1_BREAKER_COOLDOWN = env.decimal("D1_BREAKER_COOLDOWN", 30.0)
+D1_TOKEN_REFRESH_MARGIN = env.decimal("D1_TOKEN_REFRESH_MARGIN", 60.0)
+D1_JWT_LIFETIME = env.integer("D1_JWT_LIFETIME", 300, minimum=10)
+if D1_JWT_LIFETIME > 900:
+    raise ImproperlyConfigured("D1_JWT_LIFETIME must be at most 900: D1 refuses longer assertions")
+D1_JWT_AUDIENCE = env.string("D1_JWT_AUDIENCE")
 
 # Notifications from D1 (REFERENCE §4).
 D1_NOTIFY_AUTH = env.choice("D1_NOTIFY_AUTH", "bearer", ("bearer", "hmac", "proxy-mtls", "none"))

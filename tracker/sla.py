@@ -1,13 +1,16 @@
-"""When an order becomes late (REFERENCE §7).
+"""When an order becomes late, and where it stands against its due date (REFERENCE §7).
 
 D1's dueDate is the estimated *shipment* date, computed in the production site's calendar. A
 date-only dueDate ends at midnight in the site's time zone; a datetime is used as it is.
 """
 
 import zoneinfo
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
+
+from tracker.models import CardOrder
 
 
 def site_timezone(production_site: str) -> zoneinfo.ZoneInfo:
@@ -48,3 +51,39 @@ def add_working_time(start: datetime, duration: timedelta, zone: zoneinfo.ZoneIn
             remaining -= available
         moment = next_midnight
     raise ValueError(f"D1_WORKING_DAYS leaves no working time within a year of {start}")
+
+
+NO_DUE_DATE = "no_due_date"
+CLOSED = "closed"
+ON_TIME = "on_time"
+DUE_TODAY = "due_today"
+GRACE = "grace"
+LATE = "late"
+
+
+@dataclass(frozen=True)
+class SlaStatus:
+    """Where an order stands against its due date, in the production site's calendar."""
+
+    state: str
+    due_day: date | None
+    days_late: int
+    site_zone: zoneinfo.ZoneInfo
+
+
+def status(order: CardOrder, now: datetime) -> SlaStatus:
+    """The SLA state of an order at `now` (REFERENCE §7): the site's calendar decides the day."""
+    zone = site_timezone(order.production_site)
+    due_day = order.due_at.astimezone(zone).date() if order.due_at else order.due_date
+    if due_day is None:
+        return SlaStatus(NO_DUE_DATE, None, 0, zone)
+    if order.terminal:
+        return SlaStatus(CLOSED, due_day, 0, zone)
+    today = now.astimezone(zone).date()
+    deadline = order.late_after or late_after(order.due_date, order.due_at, order.production_site)
+    if deadline is not None and now > deadline:
+        return SlaStatus(LATE, due_day, max((today - due_day).days, 0), zone)
+    if today == due_day:
+        return SlaStatus(DUE_TODAY, due_day, 0, zone)
+    # Past the due day but inside D1_LATE_GRACE_HOURS: not late yet.
+    return SlaStatus(GRACE if today > due_day else ON_TIME, due_day, 0, zone)

@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import F
 from django.tasks import task
 
-from tracker import attention, budget, live
+from tracker import attention, live
 from tracker.d1.client import D1Error, D1NotFound, Profile
 from tracker.models import RecheckBatch, Source
 
@@ -20,10 +20,9 @@ logger = logging.getLogger(__name__)
 def refresh_card(
     issuer_id: str, card_id: str, source: str = Source.RECONCILE, batch_id: int | None = None
 ) -> dict[str, Any]:
-    """Fetch one card from D1 within the shared rate budget and apply what it says."""
+    """Fetch one card from D1 (background profile: within D1_MAX_RPS) and apply what it says."""
     outcome = "failed"
     try:
-        budget.acquire()
         refreshed = live.refresh(
             issuer_id, card_id, source=Source(source), profile=Profile.BACKGROUND
         )

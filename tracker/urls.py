@@ -1,25 +1,44 @@
-from django.urls import path
+from django.urls import path, register_converter
 
-from tracker import notifications, queue_views, views
+from tracker import notifications
+from tracker.views import health, pages, queue
 
 app_name = "tracker"
 
+
+class IssuerIdConverter:
+    """D1's issuerId: exactly 10 letters or digits (REFERENCE §4)."""
+
+    regex = "[A-Za-z0-9]{10}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+class CardIdConverter(IssuerIdConverter):
+    """D1's cardId: 1 to 48 of [A-Za-z0-9_-] (REFERENCE §1)."""
+
+    regex = "[A-Za-z0-9_-]{1,48}"
+
+
+register_converter(IssuerIdConverter, "issuer_id")
+register_converter(CardIdConverter, "card_id")
+
 urlpatterns = [
-    path("", views.search, name="search"),
-    path("cards/<str:issuer_id>/<str:card_id>/", views.card_detail, name="card_detail"),
-    path("stuck/", queue_views.stuck, name="stuck"),
-    path("stuck/overview/", queue_views.stuck_glance, name="stuck_glance"),
-    path("stuck/export.csv", queue_views.stuck_export, name="stuck_export"),
-    path("stuck/recheck/", queue_views.stuck_recheck, name="stuck_recheck"),
-    path("stuck/recheck/<int:batch_id>/", queue_views.recheck_progress, name="recheck_progress"),
-    path("stuck/<int:order_id>/timeline/", queue_views.stuck_timeline, name="stuck_timeline"),
-    path(
-        "stuck/<int:order_id>/acknowledge/",
-        queue_views.stuck_acknowledge,
-        name="stuck_acknowledge",
-    ),
-    path("delivery/", views.delivery, name="delivery"),
-    path("healthz", views.healthz, name="healthz"),
+    path("", pages.search, name="search"),
+    path("cards/<issuer_id:issuer_id>/<card_id:card_id>/", pages.card_detail, name="card_detail"),
+    path("stuck/", queue.stuck, name="stuck"),
+    path("stuck/overview/", queue.stuck_glance, name="stuck_glance"),
+    path("stuck/export.csv", queue.stuck_export, name="stuck_export"),
+    path("stuck/recheck/", queue.stuck_recheck, name="stuck_recheck"),
+    path("stuck/recheck/<int:batch_id>/", queue.recheck_progress, name="recheck_progress"),
+    path("stuck/<int:order_id>/timeline/", queue.stuck_timeline, name="stuck_timeline"),
+    path("stuck/<int:order_id>/acknowledge/", queue.stuck_acknowledge, name="stuck_acknowledge"),
+    path("delivery/", health.delivery, name="delivery"),
+    path("healthz", health.healthz, name="healthz"),
     # D1-facing (REFERENCE §4): paths fixed by D1, their own authentication, no login.
     path(
         "notifications/d1/v2/issuers/<str:issuer_id>/cards",

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
@@ -10,6 +11,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.management.utils import get_random_secret_key
 
 from tracker import demo
+from tracker.sandbox import keys
+from tracker.sandbox.remote import SandboxRemote
+
+# The sandbox plays D1 at two hours of D1 time per minute, and loses a few notifications so that
+# reconciliation has something to repair.
+SANDBOX_SPEED = 120
+SANDBOX_DROP_SHARE = 0.05
 
 
 class Command(BaseCommand):
@@ -18,19 +26,33 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8000, help="web server port")
         parser.add_argument("--orders", type=int, default=200, help="demo orders to create")
+        parser.add_argument(
+            "--sandbox-port", type=int, default=8001, help="D1 sandbox port (D1_BASE_URL follows)"
+        )
 
-    def handle(self, *args, port: int, orders: int, **options) -> None:
+    def handle(self, *args, port: int, orders: int, sandbox_port: int, **options) -> None:
         if not settings.DEBUG:
             raise CommandError("the demo runs with DJANGO_DEBUG=1 (make demo sets it)")
         call_command("migrate", verbosity=0)
+        key_file = Path(settings.D1_JWT_PRIVATE_KEY_FILE)
+        if keys.ensure_key_pair(key_file)[1]:
+            self.stdout.write(f"Created the demo D1 key pair {key_file}.")
         logins = demo.seed_users()
         created = demo.seed_orders(orders)
         self.stdout.write(f"Demo database ready ({created} new orders).")
-        env = {**os.environ, "DJANGO_SECRET_KEY": settings.SECRET_KEY or get_random_secret_key()}
+        self.sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+        env = {
+            **os.environ,
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY or get_random_secret_key(),
+            # In the demo the sandbox is D1, for every process.
+            "D1_BASE_URL": f"{self.sandbox_url}/banking/v1",
+            "D1_TOKEN_URL": f"{self.sandbox_url}/authz/v1/oauth2/token",
+        }
         processes = {
             name: subprocess.Popen([sys.executable, "manage.py", *argv], env=env)
             for name, argv in self._services(port)
         }
+        self._seed_sandbox(processes["sandbox"])
         self.stdout.write(
             f"\nTracker is running on http://127.0.0.1:{port}/  (Ctrl-C stops everything)"
         )
@@ -47,7 +69,32 @@ class Command(BaseCommand):
             _stop(processes.values())
 
     def _services(self, port: int) -> list[tuple[str, list[str]]]:
-        return [("web", ["runserver", f"127.0.0.1:{port}", "--noreload"])]
+        sandbox = [
+            "d1_sandbox",
+            f"--port={self.sandbox_url.rsplit(':', 1)[1]}",
+            f"--notify-url=http://127.0.0.1:{port}",
+            f"--speed={SANDBOX_SPEED}",
+            f"--drop-share={SANDBOX_DROP_SHARE}",
+        ]
+        return [("web", ["runserver", f"127.0.0.1:{port}", "--noreload"]), ("sandbox", sandbox)]
+
+    def _seed_sandbox(self, process: subprocess.Popen) -> None:
+        """Tell the sandbox about the demo orders, so live refresh finds them and they move on."""
+        remote = SandboxRemote(self.sandbox_url)
+        try:
+            deadline = time.monotonic() + 30
+            while not remote.healthy():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    self.stderr.write("The D1 sandbox did not start; live refresh will fail.")
+                    return
+                time.sleep(0.2)
+            cards = demo.sandbox_cards(settings.D1_ISSUER_IDS[0])
+            remote.seed(*cards)
+            self.stdout.write(
+                f"The D1 sandbox on {self.sandbox_url} knows the {len(cards)} orders."
+            )
+        finally:
+            remote.close()
 
 
 def _stop(processes) -> None:

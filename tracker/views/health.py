@@ -1,3 +1,5 @@
+"""Operations health: notification delivery for supervisors, and /healthz for machines."""
+
 import logging
 from datetime import datetime
 
@@ -5,15 +7,15 @@ from django.contrib.auth.decorators import login_not_required, permission_requir
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.middleware import HtmxDetails
 
 from tracker import queries, serialize
-from tracker.models import CardOrder
+from tracker.d1 import client
+from tracker.views import HtmxHttpRequest
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +23,6 @@ logger = logging.getLogger(__name__)
 # most this often. The database check itself is live on every call.
 _HEALTH_CACHE_KEY = "tracker:delivery-health:v1"
 _HEALTH_CACHE_SECONDS = 15
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 def _issuer_json(health: queries.IssuerHealth, now: datetime) -> dict:
@@ -57,22 +55,14 @@ def _cached_delivery_health() -> queries.DeliveryHealth:
         return queries.delivery_health()
 
 
-@require_GET
-@permission_required("tracker.view_cardorder", raise_exception=True)
-def search(request: HttpRequest) -> HttpResponse:
-    q = request.GET.get("q", "").strip()
-    orders = CardOrder.objects.order_by("-last_event_at")
-    if q:
-        orders = orders.filter(card_id__startswith=q)
-    return render(request, "tracker/search.html", {"q": q, "orders": orders[:50]})
-
-
-@require_GET
-@permission_required("tracker.view_cardorder", raise_exception=True)
-def card_detail(request: HttpRequest, issuer_id: str, card_id: str) -> HttpResponse:
-    order = get_object_or_404(CardOrder, issuer_id=issuer_id, card_id=card_id)
-    events = order.events.order_by("-received_at", "-id")
-    return render(request, "tracker/card_detail.html", {"order": order, "events": events})
+def _breaker() -> dict | str:
+    try:
+        return client.breaker_state()
+    except DatabaseError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Redis down must not make /healthz a 500
+        logger.warning("healthz: breaker state unavailable: %s", e.__class__.__name__)
+        return "unknown"
 
 
 @require_GET
@@ -90,7 +80,7 @@ def delivery(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    """No login, no secrets, no card data: database, and notification delivery per issuer."""
+    """No login, no secrets, no card data: database, D1 breaker, deliveries per issuer."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -103,7 +93,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         {
             "status": "ok",
             "database": "ok",
-            # TODO(#3): "d1": the D1 client's breaker state, added with the client.
+            "d1": {"breaker": _breaker()},
             "notifications": {h.issuer_id: _issuer_json(h, now) for h in health.issuers},
             "tokenEndpoint": {"authFailures24h": health.token_auth_failures},
         }

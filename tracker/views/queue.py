@@ -15,16 +15,12 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
-from django_htmx.middleware import HtmxDetails
 
 from tracker import attention, charts, queue
 from tracker.attention import Reason
 from tracker.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 from tracker.models import CardOrder, RecheckBatch
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
+from tracker.views import HtmxHttpRequest
 
 
 def _glance_charts(glance: dict) -> dict:

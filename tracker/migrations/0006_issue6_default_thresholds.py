@@ -20,6 +20,6 @@ def create(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("tracker", "0004_issue6_queue")]
+    dependencies = [("tracker", "0005_issue6_queue")]
 
     operations = [migrations.RunPython(create, migrations.RunPython.noop)]

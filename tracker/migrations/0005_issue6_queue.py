@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tracker', '0003_issue4_auth_failures'),
+        ('tracker', '0004_issue5_lookup_audit'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,36 @@
+"""Show times in the user's own time zone.
+
+static/tracker/tz.js stores the browser's IANA zone in the `tz` cookie; until it has (or when the
+cookie holds something zoneinfo does not know) times are shown in TRACKER_DISPLAY_TZ.
+"""
+
+import zoneinfo
+from collections.abc import Callable
+from functools import cache
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+COOKIE = "tz"
+
+
+@cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    # The cookie is user input: only a name from the zone database opens a file.
+    if name not in _known_zones():
+        name = settings.TRACKER_DISPLAY_TZ
+    return zoneinfo.ZoneInfo(name)
+
+
+class TimezoneMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with timezone.override(_zone(request.COOKIES.get(COOKIE, ""))):
+            return self.get_response(request)
