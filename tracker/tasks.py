@@ -35,8 +35,8 @@ def refresh_card(
         if batch_id is not None:
             RecheckBatch.objects.filter(pk=batch_id).update(
                 done=F("done") + 1,
-                changed=F("changed") + (outcome == "changed"),
-                failed=F("failed") + (outcome in ("failed", "not_found")),
+                changed=F("changed") + int(outcome == "changed"),
+                failed=F("failed") + int(outcome in ("failed", "not_found")),
             )
     return {"outcome": outcome}
 

@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
-from tracker import attention, charts, queue
+from tracker import attention, charts, queue, stages
 from tracker.attention import Reason
 from tracker.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 from tracker.models import CardOrder, RecheckBatch
@@ -32,7 +32,10 @@ def _glance_charts(glance: dict) -> dict:
         (label, glance["reasons"][value], link(reason=value)) for value, label in Reason.choices
     ]
     ages = [(name, glance["ages"][name], link(age=name)) for name, *_ in queue.AGE_BUCKETS]
-    funnel = [(stage, total, link(stage=stage)) for stage, total, _ in glance["funnel"]]
+    funnel = [
+        (stages.stage_situation(stage).label, total, link(stage=stage))
+        for stage, total, _ in glance["funnel"]
+    ]
     return {
         "reasons": charts.horizontal(reasons),
         "ages": charts.vertical(ages),
