@@ -114,7 +114,7 @@ def test_agents_cannot_start_a_recheck(client):
 
 
 def grants(rate: float, callers: int, each: int) -> list[float]:
-    """When each of `callers` threads got each of its `each` turns."""
+    """The moments reserved for each of `callers` threads' `each` turns (when each may send)."""
     moments, lock = [], threading.Lock()
 
     def take() -> None:
@@ -122,9 +122,10 @@ def grants(rate: float, callers: int, each: int) -> list[float]:
 
         try:
             for _ in range(each):
-                budget.acquire("test", rate)
+                asked = time.time()
+                waited = budget.acquire("test", rate)
                 with lock:
-                    moments.append(time.time())
+                    moments.append(asked + waited)
         finally:
             connection.close()
 
