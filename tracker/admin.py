@@ -1,18 +1,26 @@
 import json
 import logging
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tracker import inbox
-from tracker.models import CardOrder, InboxItem, LookupAudit, TimelineEvent
+from tracker import inbox, tasks
+from tracker.models import (
+    Acknowledgement,
+    CardOrder,
+    InboxItem,
+    LookupAudit,
+    Threshold,
+    TimelineEvent,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +92,7 @@ class InboxItemAdmin(admin.ModelAdmin):
     ]
     list_filter = ["outcome", "issuer_id"]
     show_full_result_count = False
+
     actions = ["replay"]
     fields = [
         ("issuer_id", "received_at", "processed_at"),
@@ -167,6 +176,33 @@ def _replay_message(done: int, verdicts: Counter, rejected: int) -> str:
 
 def _level(verdicts: Counter, rejected: int) -> int:
     return messages.WARNING if rejected or verdicts[inbox.QUARANTINED] else messages.SUCCESS
+
+
+@admin.register(Threshold)
+class ThresholdAdmin(admin.ModelAdmin):
+    list_display = ["name", "hours", "updated_at"]
+    list_editable = ["hours"]
+    fields = ["name", "hours"]
+    readonly_fields = ["name"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False  # one row per stage, created by a migration
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        # Orders already waiting get the new deadline in the background (there may be many).
+        transaction.on_commit(partial(tasks.recompute_attention.enqueue, name=obj.name))
+
+
+@admin.register(Acknowledgement)
+class AcknowledgementAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "order", "kind", "user", "until", "note"]
+    list_filter = ["kind"]
+    list_select_related = ["order", "user"]
+    search_fields = ["=order__card_id"]
 
 
 @admin.register(LookupAudit)

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.utils import timezone
 
-from tracker import ingest, roles
+from tracker import attention, ingest, roles
 from tracker.d1 import lifecycle
 from tracker.d1.schema import parse_operation
 from tracker.models import CardOrder, Source, TimelineEvent, Verdict
@@ -60,8 +60,14 @@ def seed_orders(count: int = 200, seed: int = 2025) -> int:
     now = timezone.now()
     with transaction.atomic():
         for n in range(count):
-            for operation in _story(rng, n, now):
-                ingest.apply(issuer_id, parse_operation(operation), Source.NOTIFICATION)
+            for received_at, operation in _story(rng, n, now):
+                ingest.apply(
+                    issuer_id,
+                    parse_operation(operation),
+                    Source.NOTIFICATION,
+                    received_at=received_at,
+                )
+        _register_unheard_of(issuer_id, now)
         # What the issuer's own order records add (never D1): the customer's reference.
         orders = list(CardOrder.objects.filter(issuer_id=issuer_id))
         for order in orders:
@@ -70,9 +76,27 @@ def seed_orders(count: int = 200, seed: int = 2025) -> int:
     return count
 
 
-def _story(rng: random.Random, n: int, now: datetime) -> list[dict]:
-    """The notifications one demo card would have received so far."""
-    started = now - timedelta(hours=rng.uniform(1, 24 * 12))
+def _register_unheard_of(issuer_id: str, now: datetime) -> None:
+    """A few orders the issuer registered that D1 has never mentioned (queue: never heard of)."""
+    for n in range(3):
+        order = CardOrder(
+            issuer_id=issuer_id,
+            card_id=f"crd-demo-reg-{n:03d}",
+            issuer_request_id=f"ord-demo-reg-{n:03d}",
+            first_seen_at=now - timedelta(hours=20 + 12 * n),
+        )
+        attention.update(order)
+        order.save()
+
+
+def _story(rng: random.Random, n: int, now: datetime) -> list[tuple[datetime, dict]]:
+    """The notifications one demo card would have received so far, with when each arrived.
+
+    Older orders have got further; most are on time, some are late or have gone silent, so the
+    supervisors' queue shows every reason.
+    """
+    age = timedelta(hours=rng.uniform(2, 24 * 8))
+    started = now - age
     base = {
         "operationId": str(uuid.UUID(int=rng.getrandbits(128))),
         "operation": "PRODUCE",
@@ -81,30 +105,56 @@ def _story(rng: random.Random, n: int, now: datetime) -> list[dict]:
         "cardId": f"crd-demo-{n:06d}",
         "issuerRequestId": f"ord-demo-{n:06d}",
     }
-    details = {
-        "dueDate": (started + timedelta(days=rng.choice((1, 1, 2, 10)))).date().isoformat(),
-        "productionSite": rng.choice(SITES),
-    }
+    # D+1 for most orders (creation, replacement), D+10 for renewals (REFERENCE §7).
+    due = started + timedelta(days=rng.choice((1, 1, 1, 2, 10)))
+    details = {"dueDate": due.date().isoformat(), "productionSite": rng.choice(SITES)}
     if n % 5 == 0:
         details["inputFileName"] = f"CI_DEMO_{started:%Y%m%d}_{n % 3:02d}.json"
-    reached = rng.choice(lifecycle.PROGRESS)
-    story = []
-    for stage in lifecycle.PROGRESS[: lifecycle.PROGRESS.index(reached) + 1]:
-        story.append({**base, "details": {"status": stage, **details}})
+    progress = lifecycle.PROGRESS
+    if age < timedelta(days=2):
+        reached = progress[min(len(progress) - 1, int(age / timedelta(hours=rng.uniform(3, 9))))]
+    elif rng.random() < 0.75:
+        reached = lifecycle.CARD_SHIPPED
+    else:
+        reached = rng.choice(progress[:-1])  # an old order stuck in production: late
+    stages = progress[: progress.index(reached) + 1]
+    # Events spread over the first part of the order's life; a stuck order went quiet since.
+    span = age * rng.uniform(0.3, 0.95)
+    moments = sorted(started + span * rng.random() for _ in stages)
+    moments[0] = started + timedelta(seconds=5)
+    story = [
+        (at, {**base, "details": {"status": stage, **details}})
+        for at, stage in zip(moments, stages, strict=True)
+    ]
     if reached == lifecycle.CARD_SHIPPED:
-        story[-1:] = _shipment_updates(rng, base, details, started)
+        story[-1:] = _shipment_updates(rng, base, details, moments[-1], now)
+        if n % 23 == 0:  # the carrier reports a problem
+            at, last = story[-1]
+            problem = {**last["details"]["shipment"], "status": "AttemptFail"}
+            problem["message"] = "Delivery attempt failed: recipient absent."
+            story.append((at + timedelta(hours=3), _with_shipment(last, problem)))
+        elif n % 29 == 0:  # D1 contradicts itself: shipped, then canceled
+            canceled = {
+                **base,
+                "status": "FAILED",
+                "details": {"status": "CARD_PROD_CANCELED", **details},
+            }
+            story.append((story[-1][0] + timedelta(hours=1), canceled))
     elif n % 11 == 0:
-        story.append(_ending(rng, base, details, started))
+        story.append((moments[-1] + timedelta(minutes=30), _ending(rng, base, details, started)))
     elif n % 17 == 0:
-        story.append({**base, "details": {"status": "CARD_PROD_ON_HOLD", **details}})
+        on_hold = {**base, "details": {"status": "CARD_PROD_ON_HOLD", **details}}
+        story.append((moments[-1] + timedelta(minutes=10), on_hold))
     return story
 
 
-def _shipment_updates(rng: random.Random, base: dict, details: dict, started: datetime):
+def _shipment_updates(
+    rng: random.Random, base: dict, details: dict, shipped: datetime, now: datetime
+) -> list[tuple[datetime, dict]]:
     carrier, url = rng.choice(CARRIERS)
     tracking = f"{rng.randrange(10**9, 10**10)}"
-    end = (started + timedelta(hours=rng.uniform(6, 30))).isoformat()
     updates = []
+    at = shipped
     for status, message in CARRIER_EVENTS[: rng.randint(1, len(CARRIER_EVENTS))]:
         shipment = {
             "carrier": carrier,
@@ -113,15 +163,19 @@ def _shipment_updates(rng: random.Random, base: dict, details: dict, started: da
             "message": message,
             "trackingUrl": url.format(tracking),
         }
-        updates.append(
-            {
-                **base,
-                "status": "SUCCESSFUL",
-                "endTime": end,
-                "details": {"status": lifecycle.CARD_SHIPPED, **details, "shipment": shipment},
-            }
-        )
+        operation = {
+            **base,
+            "status": "SUCCESSFUL",
+            "endTime": shipped.isoformat(),
+            "details": {"status": lifecycle.CARD_SHIPPED, **details, "shipment": shipment},
+        }
+        updates.append((min(at, now), operation))
+        at += timedelta(hours=rng.uniform(4, 30))
     return updates
+
+
+def _with_shipment(operation: dict, shipment: dict) -> dict:
+    return {**operation, "details": {**operation["details"], "shipment": shipment}}
 
 
 def _ending(rng: random.Random, base: dict, details: dict, started: datetime) -> dict:

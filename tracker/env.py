@@ -119,6 +119,20 @@ def existing_file(name: str) -> Path | None:
     return path
 
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def weekdays(name: str, default: str) -> frozenset[int]:
+    """`mon,tue,…` as Python weekday numbers (Monday is 0)."""
+    days = [day.lower() for day in csv(name, default)]
+    unknown = [day for day in days if day not in _WEEKDAYS]
+    if unknown or not days:
+        raise ImproperlyConfigured(
+            f"{name} must list days among {','.join(_WEEKDAYS)} (got {string(name, default)!r})"
+        )
+    return frozenset(_WEEKDAYS.index(day) for day in days)
+
+
 def ip_networks(name: str, default: str = "") -> list[str]:
     """Comma-separated IP addresses or CIDR networks, normalized (`10.0.0.1` -> `10.0.0.1/32`)."""
     networks = []

@@ -24,7 +24,7 @@ from django.core.cache import cache
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from tracker import sla
+from tracker import attention, sla
 from tracker.d1 import lifecycle
 from tracker.d1.schema import Operation
 from tracker.models import CardOrder, InboxItem, Source, TimelineEvent, Verdict
@@ -117,6 +117,7 @@ def _apply_locked(
     orders = _lock_orders(issuer_id, sorted({op.card_id for op in tracked}), received_at)
     seen = _known_keys(orders.values(), {_dedup_key(op) for op in tracked})
     results, events, dirty = [], [], {}
+    limits = attention.thresholds()
     for op in operations:
         if op.operation not in lifecycle.TRACKED_OPERATIONS:
             results.append(Result(IGNORED, None, False))
@@ -135,7 +136,9 @@ def _apply_locked(
         changed = _state(order) != before
         if changed:
             order.state_changed_at = received_at
+            order.muted_until = None  # an acknowledgement holds only until the state changes
         order.last_event_at = received_at
+        attention.update(order, limits)
         events.append(_event(order, op, key, source, verdict, inbox, received_at))
         results.append(Result(verdict, order.pk, changed))
     TimelineEvent.objects.bulk_create(events)

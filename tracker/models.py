@@ -87,6 +87,13 @@ class CardOrder(models.Model):
     state_changed_at = models.DateTimeField(_("state changed"), null=True, blank=True)
     duplicates_received = models.PositiveIntegerField(_("duplicates received"), default=0)
 
+    # Precomputed by tracker/attention.py so the queue is an index range scan: the moment the
+    # order falls silent (stage threshold, carrier quiet or never heard), the moment it first
+    # needed attention for any reason, and until when a supervisor muted it.
+    silent_after = models.DateTimeField(_("silent after"), null=True, blank=True)
+    attention_since = models.DateTimeField(_("needs attention since"), null=True, blank=True)
+    muted_until = models.DateTimeField(_("acknowledged or snoozed until"), null=True, blank=True)
+
     class Meta:
         verbose_name = _("card order")
         verbose_name_plural = _("card orders")
@@ -113,6 +120,17 @@ class CardOrder(models.Model):
             models.Index(
                 fields=["late_after"], condition=Q(terminal=False), name="order_open_by_due"
             ),
+            models.Index(
+                fields=["attention_since", "id"],
+                condition=Q(attention_since__isnull=False),
+                name="order_attention",
+            ),
+            models.Index(
+                fields=["silent_after"],
+                condition=Q(silent_after__isnull=False),
+                name="order_silent",
+            ),
+            models.Index(fields=["stage"], condition=Q(terminal=False), name="order_open_stage"),
         ]
 
     def __str__(self) -> str:
@@ -246,6 +264,97 @@ class LookupAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.card_id}"
+
+
+class Threshold(models.Model):
+    """How long an order may go without news before it needs attention (editable in the admin)."""
+
+    CARRIER_QUIET = "carrier_quiet"
+    NEVER_HEARD = "never_heard"
+    NAMES = [
+        ("CARD_PROD_REQUESTED", _("Requested: silent for (working hours)")),
+        ("DATA_PREPARED", _("Data prepared: silent for (working hours)")),
+        ("CARD_PROD_READY", _("Ready for production: silent for (working hours)")),
+        ("CARD_PROD_ONGOING", _("In production: silent for (working hours)")),
+        ("CARD_PROD_DONE", _("Produced: silent for (working hours)")),
+        (CARRIER_QUIET, _("Shipped: no carrier movement for (hours)")),
+        (NEVER_HEARD, _("Registered: never heard of from D1 for (hours)")),
+    ]
+
+    name = models.CharField(_("applies to"), max_length=64, unique=True, choices=NAMES)
+    hours = models.PositiveIntegerField(_("hours"))
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("attention threshold")
+        verbose_name_plural = _("attention thresholds")
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.hours} h"
+
+
+class Acknowledgement(models.Model):
+    """A supervisor's acknowledgement or snooze of an order in the queue; never edited."""
+
+    class Kind(models.TextChoices):
+        ACKNOWLEDGE = "acknowledge", _("acknowledged")
+        SNOOZE = "snooze", _("snoozed")
+        REOPEN = "reopen", _("reopened")
+
+    order = models.ForeignKey(CardOrder, on_delete=models.CASCADE, related_name="acknowledgements")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    note = models.TextField(_("note"), blank=True)
+    until = models.DateTimeField(_("until"), null=True, blank=True)
+    created_at = models.DateTimeField(_("when"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("acknowledgement")
+        verbose_name_plural = _("acknowledgements")
+        indexes = [models.Index(fields=["order", "-created_at"], name="ack_order_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.order} {self.kind} by {self.user}"
+
+
+class RecheckBatch(models.Model):
+    """A bulk re-check with D1 asked for from the queue, and how far its tasks have got."""
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("started"), default=timezone.now)
+    total = models.PositiveIntegerField(_("cards"), default=0)
+    done = models.PositiveIntegerField(_("checked"), default=0)
+    changed = models.PositiveIntegerField(_("changed"), default=0)
+    failed = models.PositiveIntegerField(_("failed"), default=0)
+
+    class Meta:
+        verbose_name = _("re-check batch")
+        verbose_name_plural = _("re-check batches")
+
+    def __str__(self) -> str:
+        return f"re-check {self.pk}: {self.done}/{self.total}"
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+
+class RateBudget(models.Model):
+    """The next free moment to call D1, shared by every process (see tracker/budget.py)."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    next_at = models.FloatField(default=0.0, help_text="Unix time")
+
+    class Meta:
+        verbose_name = _("rate budget")
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class AuthFailureCount(models.Model):

@@ -314,3 +314,16 @@ D1_PRODUCTION_SITE_TZ = {
     site: env.timezone_name("D1_PRODUCTION_SITE_TZ", zone)
     for site, zone in env.mapping("D1_PRODUCTION_SITE_TZ").items()
 }
+
+_SHIPMENT_BUCKETS = ("in_transit", "delivered", "problem", "returned", "unknown")
+D1_SHIPMENT_STATUS_MAP = env.mapping("D1_SHIPMENT_STATUS_MAP")
+for _status, _bucket in D1_SHIPMENT_STATUS_MAP.items():
+    if _bucket not in _SHIPMENT_BUCKETS:
+        raise ImproperlyConfigured(
+            f"D1_SHIPMENT_STATUS_MAP: {_status}={_bucket}, bucket must be one of "
+            + ", ".join(_SHIPMENT_BUCKETS)
+        )
+D1_WORKING_DAYS = env.weekdays("D1_WORKING_DAYS", "mon,tue,wed,thu,fri")
+
+# The supervisors' queue.
+TRACKER_RECHECK_MAX = env.integer("TRACKER_RECHECK_MAX", 1000, minimum=1)

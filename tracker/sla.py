@@ -32,6 +32,27 @@ def late_after(
     return deadline + timedelta(hours=settings.D1_LATE_GRACE_HOURS)
 
 
+def add_working_time(start: datetime, duration: timedelta, zone: zoneinfo.ZoneInfo) -> datetime:
+    """`start` plus `duration` counted on the site's working days only (D1_WORKING_DAYS).
+
+    REFERENCE §7: production runs on the personalization center's local calendar, Mon-Fri by
+    default, so a weekend of silence at a production stage is not a delay.
+    """
+    working_days = settings.D1_WORKING_DAYS
+    remaining = duration
+    moment = start
+    for _ in range(366):
+        local = moment.astimezone(zone)
+        next_midnight = datetime.combine(local.date() + timedelta(days=1), time.min, tzinfo=zone)
+        if local.weekday() in working_days:
+            available = next_midnight - moment
+            if remaining <= available:
+                return moment + remaining
+            remaining -= available
+        moment = next_midnight
+    raise ValueError(f"D1_WORKING_DAYS leaves no working time within a year of {start}")
+
+
 NO_DUE_DATE = "no_due_date"
 CLOSED = "closed"
 ON_TIME = "on_time"

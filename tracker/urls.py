@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 
 from tracker import notifications
-from tracker.views import health, pages
+from tracker.views import health, pages, queue
 
 app_name = "tracker"
 
@@ -30,6 +30,13 @@ register_converter(CardIdConverter, "card_id")
 urlpatterns = [
     path("", pages.search, name="search"),
     path("cards/<issuer_id:issuer_id>/<card_id:card_id>/", pages.card_detail, name="card_detail"),
+    path("stuck/", queue.stuck, name="stuck"),
+    path("stuck/overview/", queue.stuck_glance, name="stuck_glance"),
+    path("stuck/export.csv", queue.stuck_export, name="stuck_export"),
+    path("stuck/recheck/", queue.stuck_recheck, name="stuck_recheck"),
+    path("stuck/recheck/<int:batch_id>/", queue.recheck_progress, name="recheck_progress"),
+    path("stuck/<int:order_id>/timeline/", queue.stuck_timeline, name="stuck_timeline"),
+    path("stuck/<int:order_id>/acknowledge/", queue.stuck_acknowledge, name="stuck_acknowledge"),
     path("delivery/", health.delivery, name="delivery"),
     path("healthz", health.healthz, name="healthz"),
     # D1-facing (REFERENCE §4): paths fixed by D1, their own authentication, no login.

@@ -8,7 +8,8 @@ One pooled httpx.Client per process and profile keeps connections warm. Each cal
 3. retries only what is safe to retry (connect errors, timeouts, D1_RETRY_STATUSES) with capped
    exponential backoff and full jitter, honours Retry-After up to D1_RETRY_AFTER_CAP, and never
    lets the whole call outlive its profile's time budget;
-4. sends a fresh random x-correlation-id (never derived from card data: D1 logs it in clear) and
+4. in the background profile, waits for its turn in the shared D1_MAX_RPS budget (budget.py);
+5. sends a fresh random x-correlation-id (never derived from card data: D1 logs it in clear) and
    logs it with the status, the attempts and the latency.
 
 Callers get typed values or a D1Error subclass, never an httpx exception or a raw dict.
@@ -33,7 +34,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from tracker.d1 import breaker, token
+from tracker.d1 import breaker, budget, token
 from tracker.d1.errors import (
     D1Answered,
     D1BadResponse,
@@ -222,6 +223,10 @@ class D1Client:
                 time.sleep(delay)
 
     def _send(self, method: str, url: str, bearer: str, call: _Call) -> httpx.Response:
+        if self.profile is Profile.BACKGROUND:
+            # Every attempt of background work spends the shared D1_MAX_RPS budget; the wait
+            # for a slot is ours, not D1's, so it does not count against the call's time budget.
+            call.started += budget.acquire()
         headers = {"authorization": f"Bearer {bearer}", "x-correlation-id": call.correlation_id}
         return self._http(method, url, call, headers=headers)
 

@@ -76,7 +76,14 @@ class Command(BaseCommand):
             f"--speed={SANDBOX_SPEED}",
             f"--drop-share={SANDBOX_DROP_SHARE}",
         ]
-        return [("web", ["runserver", f"127.0.0.1:{port}", "--noreload"]), ("sandbox", sandbox)]
+        # Two task workers: bulk re-checks wait on D1, so one slow card does not hold the rest.
+        worker = ["db_worker", "--no-reload", "--no-startup-delay"]
+        return [
+            ("web", ["runserver", f"127.0.0.1:{port}", "--noreload"]),
+            ("sandbox", sandbox),
+            ("worker-1", worker),
+            ("worker-2", worker),
+        ]
 
     def _seed_sandbox(self, process: subprocess.Popen) -> None:
         """Tell the sandbox about the demo orders, so live refresh finds them and they move on."""

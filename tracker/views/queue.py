@@ -1,0 +1,189 @@
+"""The supervisors' work queue (`/stuck/`): the table, its overview, its actions and its export."""
+
+import csv
+from collections.abc import Iterator
+from datetime import datetime, time
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
+
+from tracker import attention, charts, queue, stages
+from tracker.attention import Reason
+from tracker.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
+from tracker.models import CardOrder, RecheckBatch
+from tracker.views import HtmxHttpRequest
+
+
+def _glance_charts(glance: dict) -> dict:
+    # Absolute links: the overview is also a page of its own (without JavaScript).
+    def link(**query: str) -> str:
+        return f"{reverse('tracker:stuck')}?{urlencode(query)}"
+
+    reasons = [
+        (label, glance["reasons"][value], link(reason=value)) for value, label in Reason.choices
+    ]
+    ages = [(name, glance["ages"][name], link(age=name)) for name, *_ in queue.AGE_BUCKETS]
+    funnel = [
+        (stages.stage_situation(stage).label, total, link(stage=stage))
+        for stage, total, _ in glance["funnel"]
+    ]
+    return {
+        "reasons": charts.horizontal(reasons),
+        "ages": charts.vertical(ages),
+        "funnel": charts.horizontal(funnel, extra=[stuck for _, _, stuck in glance["funnel"]]),
+    }
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_lines(orders: Iterator[CardOrder], now: datetime) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(
+        ["issuer_id", "card_id", "stage", "reasons", "operation_status", "unrecognized_status",
+         "due_date", "late_after", "last_event_at", "production_site", "carrier",
+         "tracking_number", "shipment_status", "issuer_request_id", "muted_until"]
+    )  # fmt: skip
+    for order in orders:
+        yield writer.writerow(
+            [
+                order.issuer_id,
+                order.card_id,
+                order.stage,
+                ";".join(attention.reasons(order, now)),
+                order.operation_status,
+                order.unrecognized_status,
+                order.due_date or "",
+                order.late_after.isoformat() if order.late_after else "",
+                order.last_event_at.isoformat() if order.last_event_at else "",
+                order.production_site,
+                order.carrier,
+                order.tracking_number,
+                order.shipment_status,
+                order.issuer_request_id,
+                order.muted_until.isoformat() if order.muted_until else "",
+            ]
+        )
+
+
+def _back_to_queue(request: HttpRequest) -> HttpResponse:
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
+        target = reverse("tracker:stuck")
+    return redirect(target)
+
+
+@require_GET
+@permission_required("tracker.work_queue", raise_exception=True)
+def stuck(request: HtmxHttpRequest) -> HttpResponse:
+    form = QueueFilterForm(request.GET)
+    filters = form.filters()
+    page = queue.stuck_orders(filters, cursor=form.cursor)
+    template = "tracker/stuck.html"
+    if request.htmx and request.htmx.target == "stuck-table":
+        template += "#stuck-table"
+    context = {
+        "form": form,
+        "filters": filters,
+        "page": page,
+        "query": urlencode(filters.as_query()),
+        "next_query": urlencode(filters.as_query(after=page.next_cursor))
+        if page.next_cursor
+        else "",
+        "recheck_max": settings.TRACKER_RECHECK_MAX,
+    }
+    return render(request, template, context)
+
+
+@require_GET
+@permission_required("tracker.work_queue", raise_exception=True)
+def stuck_glance(request: HtmxHttpRequest) -> HttpResponse:
+    glance = queue.glance()
+    template = "tracker/stuck.html#stuck-glance" if request.htmx else "tracker/stuck_glance.html"
+    return render(request, template, {"glance": glance, "charts": _glance_charts(glance)})
+
+
+@require_GET
+@permission_required("tracker.export_orders", raise_exception=True)
+def stuck_export(request: HttpRequest) -> StreamingHttpResponse:
+    filters = QueueFilterForm(request.GET).filters()
+    now = timezone.now()
+    response = StreamingHttpResponse(
+        _csv_lines(queue.export_rows(filters, now), now), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="stuck-orders-{now:%Y%m%d-%H%M}.csv"'
+    return response
+
+
+@require_GET
+@permission_required("tracker.work_queue", raise_exception=True)
+def stuck_timeline(request: HttpRequest, order_id: int) -> HttpResponse:
+    order = get_object_or_404(CardOrder, pk=order_id)
+    if request.GET.get("hide"):
+        return render(request, "tracker/stuck.html#row-detail", {"order": order, "open": False})
+    events = order.events.select_related("user").order_by("-received_at", "-id")[:50]
+    context = {"order": order, "events": events, "open": True}
+    return render(request, "tracker/stuck.html#row-detail", context)
+
+
+@require_POST
+@permission_required("tracker.work_queue", raise_exception=True)
+def stuck_acknowledge(request: HtmxHttpRequest, order_id: int) -> HttpResponse:
+    order = get_object_or_404(CardOrder, pk=order_id)
+    form = AcknowledgeForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        if request.htmx:
+            return HttpResponse(errors, status=422)
+        messages.error(request, errors)
+        return _back_to_queue(request)
+    data = form.cleaned_data
+    if data["action"] == "acknowledge":
+        queue.acknowledge(order, request.user, data["note"])
+    elif data["action"] == "snooze":
+        until = timezone.make_aware(datetime.combine(data["until"], time.max))
+        queue.snooze(order, request.user, until, data["note"])
+    else:
+        queue.reopen(order, request.user, data["note"])
+    if not request.htmx:
+        messages.success(request, _("%(card)s: done.") % {"card": order.card_id})
+        return _back_to_queue(request)
+    response = HttpResponse("")  # the row leaves the table
+    return trigger_client_event(response, "queue-changed")
+
+
+@require_POST
+@permission_required("tracker.recheck_orders", raise_exception=True)
+def stuck_recheck(request: HtmxHttpRequest) -> HttpResponse:
+    form = RecheckForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(form.non_field_errors()))
+        return _back_to_queue(request)
+    if form.cleaned_data["everything"]:
+        filters = QueueFilterForm(request.POST).filters()
+        orders = queue.matching(filters)
+    else:
+        orders = CardOrder.objects.filter(pk__in=form.cleaned_data["order"]).order_by("pk")
+    batch = queue.start_recheck(orders, request.user, settings.TRACKER_RECHECK_MAX)
+    if request.htmx:
+        return render(request, "tracker/stuck.html#recheck-progress", {"batch": batch})
+    return redirect("tracker:recheck_progress", batch.pk)
+
+
+@require_GET
+@permission_required("tracker.recheck_orders", raise_exception=True)
+def recheck_progress(request: HtmxHttpRequest, batch_id: int) -> HttpResponse:
+    batch = get_object_or_404(RecheckBatch, pk=batch_id)
+    template = "tracker/stuck.html#recheck-progress" if request.htmx else "tracker/recheck.html"
+    return render(request, template, {"batch": batch})
