@@ -43,12 +43,15 @@ def store(issuer_id: str, body: bytes, headers: dict[str, str]) -> InboxItem:
 
 def process(item: InboxItem) -> Report:
     """Apply a freshly stored body as a notification and record the outcome on the item."""
+
     # One transaction for the operations and the outcome: they never disagree, and a POST costs
     # one commit less (the write path's budget, issue #4).
-    with transaction.atomic():
+    def apply_and_record() -> Report:
         report = _apply_body(item, Source.NOTIFICATION)
         _record(item, report)
-    return report
+        return report
+
+    return ingest.in_retried_transaction(apply_and_record)
 
 
 def _record(item: InboxItem, report: Report) -> None:

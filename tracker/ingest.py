@@ -15,9 +15,10 @@ Rows are locked per card (select_for_update) so concurrent deliveries for one ca
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from django.conf import settings
 from django.core.cache import cache
@@ -87,15 +88,29 @@ def apply_many(
     inbox: InboxItem | None = None,
     received_at: datetime | None = None,
 ) -> list[Result]:
-    """Apply operations in the order given, in one transaction, one result per operation."""
+    """Apply operations in the order given, in one transaction, one result per operation.
+
+    Inside a caller's transaction the operations join it (no savepoint: the caller retries the
+    whole transaction, see in_retried_transaction); otherwise they get one of their own.
+    """
     received_at = received_at or timezone.now()
+    apply = partial(_apply_locked, issuer_id, operations, source, inbox, received_at)
+    if transaction.get_connection().in_atomic_block:
+        return apply()
+    return in_retried_transaction(apply)
+
+
+def in_retried_transaction[T](work: Callable[[], T]) -> T:
+    """Run `work` in a transaction, from scratch again if PostgreSQL aborts it for a deadlock.
+
+    Two bulk deliveries can lock overlapping cards; PostgreSQL breaks the tie by aborting one,
+    which is safe to run again because nothing of it was committed.
+    """
     for attempt in range(1, _DEADLOCK_RETRIES + 1):
         try:
             with transaction.atomic():
-                return _apply_locked(issuer_id, operations, source, inbox, received_at)
+                return work()
         except OperationalError as e:
-            # Two bulk deliveries can lock overlapping cards; PostgreSQL breaks the tie by
-            # aborting one, which is safe to run again from scratch.
             if attempt == _DEADLOCK_RETRIES or not _is_retryable(e):
                 raise
             logger.info("ingest retrying after %s (attempt %d)", e.__class__.__name__, attempt)
