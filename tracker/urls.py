@@ -30,6 +30,8 @@ register_converter(CardIdConverter, "card_id")
 urlpatterns = [
     path("", pages.search, name="search"),
     path("cards/<issuer_id:issuer_id>/<card_id:card_id>/", pages.card_detail, name="card_detail"),
+    path("cards/<issuer_id:issuer_id>/<card_id:card_id>/live/", pages.card_live, name="card_live"),
+    path("lookup/", pages.d1_lookup, name="d1_lookup"),
     path("delivery/", health.delivery, name="delivery"),
     path("healthz", health.healthz, name="healthz"),
     # D1-facing (REFERENCE §4): paths fixed by D1, their own authentication, no login.
