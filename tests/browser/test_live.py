@@ -104,7 +104,7 @@ def test_polling_brings_news_pauses_in_a_hidden_tab_and_stops_at_a_terminal_stat
     set_visibility(page, "hidden")
     time.sleep(0.5)  # a poll already on its way may still land
     hidden_calls = status_calls(d1)
-    time.sleep(3)
+    time.sleep(2.5)  # two and a half poll intervals
     assert status_calls(d1) == hidden_calls
     d1.advance_card(ISSUER, CARD, to="CARD_SHIPPED")
     set_visibility(page, "visible")
@@ -115,7 +115,7 @@ def test_polling_brings_news_pauses_in_a_hidden_tab_and_stops_at_a_terminal_stat
     expect(timeline).not_to_have_attribute("hx-trigger", re.compile(".*"))
     expect(timeline).not_to_have_attribute("data-poll-seconds", re.compile(".*"))
     stopped_calls = status_calls(d1)
-    time.sleep(3)
+    time.sleep(2.5)
     assert status_calls(d1) == stopped_calls
     assert console_errors == []
 
