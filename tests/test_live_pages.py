@@ -283,8 +283,18 @@ def test_refresh_needs_the_refresh_live_permission(client, d1):
 
 
 def test_refresh_is_refused_to_anonymous_users(client, d1):
-    response = client.post(LIVE, headers=HX)
+    response = client.post(LIVE)
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    assert status_calls(d1) == 0
+
+
+def test_a_poll_after_the_session_ended_reloads_the_page_instead_of_swapping_in_the_login(
+    client, d1
+):
+    # Following the redirect, the browser would hand htmx the login form to put in the timeline.
+    response = client.post(LIVE, headers=HX)
+    assert (response.status_code, response["HX-Refresh"], response.content) == (200, "true", b"")
+    assert client.get(SEARCH, {"q": "crd-1"}, headers=HX)["HX-Refresh"] == "true"
 
 
 def test_the_live_post_needs_the_csrf_token_that_the_page_gives_htmx(agent, d1):
