@@ -1,4 +1,4 @@
-"""Show times in the user's own time zone.
+"""Show times in the user's own time zone; send htmx requests of an ended session to log in.
 
 static/tracker/tz.js stores the browser's IANA zone in the `tz` cookie; until it has (or when the
 cookie holds something zoneinfo does not know) times are shown in TRACKER_DISPLAY_TZ.
@@ -10,7 +10,10 @@ from functools import cache
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseRedirectBase
+from django.shortcuts import resolve_url
 from django.utils import timezone
+from django_htmx.http import HttpResponseClientRefresh
 
 COOKIE = "tz"
 
@@ -34,3 +37,23 @@ class TimezoneMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         with timezone.override(_zone(request.COOKIES.get(COOKIE, ""))):
             return self.get_response(request)
+
+
+class HtmxLoginRedirectMiddleware:
+    """When the session has ended, LoginRequiredMiddleware redirects to the login page, and the
+    browser's XHR would follow it and htmx swap the login form into a part of the page (a card
+    page left open polls D1 for hours). For htmx requests, ask htmx to reload the whole page
+    instead: the browser lands on the login page and comes back to the page after logging in."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            request.headers.get("HX-Request") == "true"
+            and isinstance(response, HttpResponseRedirectBase)
+            and response.url.startswith(resolve_url(settings.LOGIN_URL) + "?")
+        ):
+            return HttpResponseClientRefresh()
+        return response

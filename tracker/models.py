@@ -136,6 +136,11 @@ class CardOrder(models.Model):
     def __str__(self) -> str:
         return f"{self.issuer_id}/{self.card_id}"
 
+    def known_as_of(self):
+        """The last time Tracker heard from D1 about this order: an event or a live check."""
+        heard = [moment for moment in (self.last_event_at, self.last_checked_at) if moment]
+        return max(heard) if heard else self.first_seen_at
+
     def is_late(self, now=None) -> bool:
         """Past its due moment and not yet shipped or otherwise finished (REFERENCE §7)."""
         if self.terminal or self.late_after is None:

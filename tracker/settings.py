@@ -49,6 +49,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tracker.middleware.HtmxLoginRedirectMiddleware",
     # Login everywhere by default; the D1-facing endpoints and /healthz opt out explicitly.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -153,6 +154,9 @@ TIME_ZONE = "UTC"
 TRACKER_DISPLAY_TZ = env.timezone_name(
     "TRACKER_DISPLAY_TZ", env.string("TRACKER_DISPLAY_TZ", "UTC")
 )
+# The card page asks D1 for news this often while an order is not finished (and the tab is
+# visible: static/tracker/live.js).
+TRACKER_CARD_POLL_SECONDS = env.integer("TRACKER_CARD_POLL_SECONDS", 30, minimum=1)
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

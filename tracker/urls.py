@@ -30,6 +30,8 @@ register_converter(CardIdConverter, "card_id")
 urlpatterns = [
     path("", pages.search, name="search"),
     path("cards/<issuer_id:issuer_id>/<card_id:card_id>/", pages.card_detail, name="card_detail"),
+    path("cards/<issuer_id:issuer_id>/<card_id:card_id>/live/", pages.card_live, name="card_live"),
+    path("lookup/", pages.d1_lookup, name="d1_lookup"),
     path("stuck/", queue.stuck, name="stuck"),
     path("stuck/overview/", queue.stuck_glance, name="stuck_glance"),
     path("stuck/export.csv", queue.stuck_export, name="stuck_export"),
