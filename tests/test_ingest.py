@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import ISSUER, example, example_operations, op
 from tracker import inbox, ingest
-from tracker.d1.schema import parse_operation
+from tracker.d1.schema import Operation, parse_operation
 from tracker.models import CardOrder, InboxItem, Source, TimelineEvent, Verdict
 
 pytestmark = pytest.mark.django_db
@@ -398,3 +398,39 @@ def test_threads_delivering_shuffled_duplicated_sequences_converge(on_postgres):
         assert _state(card_id) == _in_order_state(card_id)
         assert order(card_id).events.count() == len(LIFECYCLE)
         assert order(card_id).duplicates_received == workers * 3 * len(LIFECYCLE) - len(LIFECYCLE)
+
+
+def shipped(status: str, **overrides) -> Operation:
+    shipment = {"carrier": "dhl", "trackingNumber": "T-1", "status": status, "message": status}
+    return op("CARD_SHIPPED", status="SUCCESSFUL", details__shipment=shipment, **overrides)
+
+
+def test_a_reordered_carrier_event_never_takes_a_delivered_parcel_back_on_the_road():
+    ingest.apply(ISSUER, shipped("InTransit"), Source.NOTIFICATION)
+    ingest.apply(ISSUER, shipped("Delivered"), Source.NOTIFICATION)
+    late = ingest.apply(ISSUER, shipped("OutForDelivery"), Source.NOTIFICATION)
+    assert late.verdict == Verdict.STALE and not late.changed
+    assert CardOrder.objects.get().shipment_status == "Delivered"
+
+
+def test_a_live_answer_puts_right_what_reordered_deliveries_got_wrong():
+    # D1 sent InTransit then OutForDelivery; they arrived the other way round.
+    ingest.apply(ISSUER, shipped("OutForDelivery"), Source.NOTIFICATION)
+    ingest.apply(ISSUER, shipped("InTransit"), Source.NOTIFICATION)
+    assert CardOrder.objects.get().shipment_status == "InTransit"
+    repair = ingest.apply(ISSUER, shipped("OutForDelivery"), Source.RECONCILE)
+    repaired = CardOrder.objects.get()
+    assert (repair.verdict, repair.changed) == (ingest.DUPLICATE, True)
+    assert repaired.shipment_status == "OutForDelivery"
+    assert repaired.events.count() == 2 and repaired.duplicates_received == 1
+    again = ingest.apply(ISSUER, shipped("OutForDelivery"), Source.ON_DEMAND)
+    assert (again.verdict, again.changed) == (ingest.DUPLICATE, False)
+
+
+def test_a_live_answer_may_take_a_parcel_back_from_delivered():
+    ingest.apply(ISSUER, shipped("Delivered"), Source.NOTIFICATION)
+    live = ingest.apply(ISSUER, shipped("ReturnToSender"), Source.ON_DEMAND)
+    assert live.verdict == Verdict.APPLIED
+    assert CardOrder.objects.get().shipment_status == "ReturnToSender"
+    corrected = ingest.apply(ISSUER, shipped("InTransit"), Source.ON_DEMAND)
+    assert corrected.verdict == Verdict.APPLIED and corrected.changed

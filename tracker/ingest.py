@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from tracker import attention, sla
 from tracker.d1 import lifecycle
+from tracker.d1 import shipment as carrier
 from tracker.d1.schema import Operation
 from tracker.models import CardOrder, InboxItem, Source, TimelineEvent, Verdict
 
@@ -36,6 +37,7 @@ DUPLICATE = "duplicate"
 IGNORED = "ignored"
 
 _DEADLOCK_RETRIES = 3
+_LIVE_SOURCES = frozenset({Source.ON_DEMAND, Source.RECONCILE})
 # What an operator would call "the state": a change here is a repair when reconciliation finds it.
 _STATE_FIELDS = (
     "operation_id",
@@ -140,22 +142,29 @@ def _apply_locked(
         order = orders[op.card_id]
         dirty[order.pk] = order
         key = _dedup_key(op)
-        if (order.pk, key) in seen:
+        duplicate = (order.pk, key) in seen
+        live = source in _LIVE_SOURCES
+        if duplicate and not live:
             order.duplicates_received += 1
             results.append(Result(DUPLICATE, order.pk, False))
             continue
-        seen.add((order.pk, key))
         before = _state(order)
-        verdict = _decide(order, op, received_at)
+        # A live answer is D1's state now: even when Tracker already holds the same event, it
+        # is applied again, so an order misled by reordered deliveries is put right.
+        verdict = _decide(order, op, received_at, authoritative=live)
         order.late_after = sla.late_after(order.due_date, order.due_at, order.production_site)
         changed = _state(order) != before
         if changed:
             order.state_changed_at = received_at
             order.muted_until = None  # an acknowledgement holds only until the state changes
-        order.last_event_at = received_at
+        if duplicate:
+            order.duplicates_received += 1
+        else:
+            seen.add((order.pk, key))
+            order.last_event_at = received_at
+            events.append(_event(order, op, key, source, verdict, inbox, received_at))
         attention.update(order, limits)
-        events.append(_event(order, op, key, source, verdict, inbox, received_at))
-        results.append(Result(verdict, order.pk, changed))
+        results.append(Result(DUPLICATE if duplicate else verdict, order.pk, changed))
     TimelineEvent.objects.bulk_create(events)
     if len(dirty) == 1:
         next(iter(dirty.values())).save(update_fields=_SAVED_FIELDS)
@@ -205,8 +214,12 @@ def _state(order: CardOrder) -> tuple:
     return tuple(getattr(order, name) for name in _STATE_FIELDS)
 
 
-def _decide(order: CardOrder, op: Operation, received_at: datetime) -> str:
-    """Move the order as far as this operation allows; return the verdict."""
+def _decide(order: CardOrder, op: Operation, received_at: datetime, authoritative: bool) -> str:
+    """Move the order as far as this operation allows; return the verdict.
+
+    `authoritative` operations come from asking D1 (on demand, reconcile): they describe D1's
+    state now, so a carrier status they carry is taken even if it looks like a step back.
+    """
     if order.operation_id and op.operation_id != order.operation_id:
         if order.start_time and op.start_time < order.start_time:
             return Verdict.STALE  # a late event of an operation that a re-order replaced
@@ -231,6 +244,8 @@ def _decide(order: CardOrder, op: Operation, received_at: datetime) -> str:
         logger.warning("conflicting terminal states for %s: %s then %s", order, order.stage, status)
         return Verdict.CONFLICT
     same_stage = rank == order.stage_rank and status == order.stage
+    if same_stage and not authoritative and _shipment_goes_back(order, op):
+        return Verdict.STALE
     if rank > order.stage_rank or same_stage:
         # The same stage again with other content is a carrier update at CARD_SHIPPED, or
         # fields filled in. Any known state arriving supersedes an unrecognized one.
@@ -240,6 +255,22 @@ def _decide(order: CardOrder, op: Operation, received_at: datetime) -> str:
         order.unrecognized_status = ""
         return Verdict.APPLIED
     return Verdict.STALE
+
+
+def _shipment_goes_back(order: CardOrder, op: Operation) -> bool:
+    """A carrier update that would take a delivered (or returned) parcel back on the road.
+
+    D1 sends no time with carrier events, so a reordered older one ("in transit" after
+    "delivered") would otherwise win; it is kept as stale, and reconciliation corrects the rest.
+    """
+    shipment = op.details.shipment if op.details else None
+    if shipment is None or not shipment.status:
+        return False
+    final = (carrier.DELIVERED, carrier.RETURNED)
+    return (
+        carrier.bucket(order.shipment_status) in final
+        and carrier.bucket(shipment.status) not in final
+    )
 
 
 def _start_new_operation(order: CardOrder, op: Operation) -> None:
