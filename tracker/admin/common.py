@@ -43,6 +43,8 @@ class BoundedAdmin(admin.ModelAdmin):
 
     paginator = CappedPaginator
     show_full_result_count = False
+    # Facet counts would count the whole table once per filter choice.
+    show_facets = admin.ShowFacets.NEVER
     list_max_show_all = 200
 
 
