@@ -212,6 +212,15 @@ class CardOrder(models.Model):
                 name="order_silent",
             ),
             models.Index(fields=["stage"], condition=Q(terminal=False), name="order_open_stage"),
+            # The admin site's filters on rare flags: a few rows each, read newest first.
+            models.Index(fields=["id"], condition=Q(conflict=True), name="order_conflict"),
+            models.Index(
+                fields=["id"], condition=~Q(unrecognized_status=""), name="order_unrecognized"
+            ),
+            models.Index(fields=["id"], condition=Q(unknown_to_d1=True), name="order_unknown_d1"),
+            models.Index(
+                fields=["muted_until"], condition=Q(muted_until__isnull=False), name="order_muted"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
@@ -38,13 +39,27 @@ class CappedPaginator(Paginator):
         return self.count > COUNT_CAP
 
 
+class _FixedOrderChangeList(ChangeList):
+    """The admin's own order only: `?o=` could otherwise ask for a sort of the whole table."""
+
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet) -> list[str]:
+        ordering = list(self.model_admin.get_ordering(request) or [])
+        return [*ordering, "-pk"] if "-pk" not in ordering else ordering
+
+
 class BoundedAdmin(admin.ModelAdmin):
-    """A list page with a bounded count and no unbounded "Show all"."""
+    """A list page with a bounded count, in a fixed order, and no unbounded "Show all"."""
 
     paginator = CappedPaginator
     show_full_result_count = False
-    # Facet counts would count the whole table once per filter choice.
+    # Facet counts would count the whole table once per filter choice, and sorting by a column
+    # without an index would sort all of it: lists are newest first (the primary key's order).
     show_facets = admin.ShowFacets.NEVER
+    sortable_by = ()
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return _FixedOrderChangeList
+
     list_max_show_all = 200
 
 
