@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
@@ -73,6 +74,8 @@ def test_a_valid_file_is_previewed_without_writing_then_imported_on_confirmation
     assert page.context["confirm_form"] is not None
     assertContains(page, "Confirm import")
     assert snapshot() == before  # the preview wrote nothing
+    stored = page.context["confirm_form"].initial["import_file_name"]
+    assert cache.get(f"django-import-export-{stored}") is not None  # until confirmed
 
     done = confirm(client, page)
     assertContains(done, "Import finished: 2 new, 1 updated")
@@ -138,6 +141,7 @@ def test_an_invalid_file_shows_each_rows_errors_and_writes_nothing(client, admin
     assertNotContains(page, "Confirm import")
     errors = {row.number: row.error_dict for row in page.context["result"].invalid_rows}
     assert sorted(errors) == [2, 3, 4, 5, 6]
+    assert errors[2] == {"issuerId": ["This deployment does not serve this issuer."]}
     assertContains(page, "This deployment does not serve this issuer.")
     assertContains(page, "Not a D1 cardId")
     assertContains(page, "This card is already on row 1.")
@@ -145,6 +149,9 @@ def test_an_invalid_file_shows_each_rows_errors_and_writes_nothing(client, admin
     assertContains(page, "D1 already reported req-from-d1 for this card.")
     assert snapshot() == before
     assert not corrections.Correction.objects.exists()
+    # The refused file is not kept for a confirmation that will never come.
+    stored = page.context["form"].cleaned_data["import_file"].tmp_storage_name
+    assert cache.get(f"django-import-export-{stored}") is None
 
 
 def test_an_unknown_or_missing_column_stops_the_file(client, administrator):

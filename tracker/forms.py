@@ -171,7 +171,7 @@ def loaded_state(order: CardOrder) -> str:
 class CardOrderForm(forms.ModelForm):
     """An administrator's correction: some correctable fields, and why."""
 
-    stage = forms.ChoiceField(label=_("stage"), required=False)
+    stage = forms.ChoiceField(label=_("Stage"), required=False)
     change_reason = _reason_field(
         _("Reason for this change"),
         _("Required. Shown with the change on the card's timeline and in its history."),

@@ -37,6 +37,7 @@ COLUMNS = {
     "orderId": "bulk_order_id",
     "customerReference": "customer_reference",
 }
+_COLUMN_OF = {name: column for column, name in COLUMNS.items()}
 REQUIRED = ("issuerId", "cardId")
 ISSUER_FIELDS = ("issuer_request_id", "bulk_group_id", "bulk_order_id", "customer_reference")
 # D1's cardId (REFERENCE §1).
@@ -145,7 +146,8 @@ class OrderResource(resources.ModelResource):
         super().import_instance(instance, row, **kwargs)
         errors = self._errors(instance, kwargs["row_number"])
         if errors:
-            raise ValidationError(errors)
+            # Named by the file's columns, which is what the person importing it knows.
+            raise ValidationError({_COLUMN_OF[name]: messages for name, messages in errors.items()})
 
     def _errors(self, order: CardOrder, row_number: int) -> dict[str, list[str]]:
         errors = defaultdict(list)

@@ -36,7 +36,7 @@ from tracker.admin.common import (
     pre,
     pretty_json,
 )
-from tracker.forms import CardOrderForm, ReasonForm, ResolveForm
+from tracker.forms import CardOrderForm, ReasonForm, ResolveForm, no_card_number
 from tracker.models import CardOrder
 from tracker.registration import OrderResource
 
@@ -132,6 +132,12 @@ _FIELDSETS = [
 _WHY = (gettext_lazy("Why"), {"fields": ["change_reason", "loaded_state"]})
 
 
+class _ImportStorage(CacheStorage):
+    """The uploaded file between the preview and its confirmation, in the shared cache."""
+
+    CACHE_LIFETIME = 3600
+
+
 class OrdersImportForm(ImportForm):
     def clean_import_file(self):
         import_file = self.cleaned_data["import_file"]
@@ -140,6 +146,7 @@ class OrdersImportForm(ImportForm):
                 _("The file is larger than %(mb)d MB: split it.")
                 % {"mb": IMPORT_MAX_BYTES // 2**20}
             )
+        no_card_number(import_file.name)  # the name goes into the history as the reason
         return import_file
 
 
@@ -179,7 +186,7 @@ class CardOrderAdmin(ImportMixin, BoundedAdmin):
     import_formats = [CSV]
     import_form_class = OrdersImportForm
     # Shared by every process (Redis or the database), unlike a temporary file.
-    tmp_storage_class = CacheStorage
+    tmp_storage_class = _ImportStorage
     import_template_name = "admin/tracker/cardorder/import.html"
     import_error_display = ("message",)
 
@@ -375,6 +382,15 @@ class CardOrderAdmin(ImportMixin, BoundedAdmin):
         return TemplateResponse(request, "admin/tracker/cardorder/resolve.html", context)
 
     # --- CSV import ----------------------------------------------------------------------------
+
+    def import_action(self, request: HttpRequest, **kwargs) -> HttpResponse:
+        response = super().import_action(request, **kwargs)
+        context = getattr(response, "context_data", None) or {}
+        if context.get("result") is not None and not context.get("confirm_form"):
+            # A file with errors is never confirmed: keep no copy of it (it may hold anything).
+            upload = context["form"].cleaned_data["import_file"]
+            _ImportStorage(name=upload.tmp_storage_name).remove()
+        return response
 
     def get_import_data_kwargs(self, **kwargs):
         # Rows are checked again when the import is confirmed; if one fails now (the database
