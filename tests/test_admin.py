@@ -1,10 +1,13 @@
 """The admin site: corrections with a reason, their history and revert, actions, roles, costs."""
 
+import threading
+import time
 from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
+from django.db import connection, transaction
 from django.forms import BooleanField
 from django.urls import reverse
 from django.utils import timezone
@@ -156,6 +159,49 @@ def test_a_correction_recomputes_attention_and_ends_the_queue_mute(client, admin
         expected.silent_after,
         expected.attention_since,
     )
+
+
+def test_a_correction_of_references_only_keeps_the_queue_acknowledgement(administrator):
+    order = shipped_order(muted_until=queue.FOREVER)
+    corrections.correct(order.pk, {"customer_reference": "CUST-1"}, administrator, "From the CRM.")
+    order.refresh_from_db()
+    assert (order.customer_reference, order.muted_until) == ("CUST-1", queue.FOREVER)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_correction_waits_for_a_delivery_in_progress_and_builds_on_it(on_postgres):
+    ingest.apply(ISSUER, op("CARD_PROD_READY", cardId="crd-race"), Source.NOTIFICATION)
+    order = CardOrder.objects.get(card_id="crd-race")
+    user = User.objects.create_user("racer")
+    locked, errors = threading.Event(), []
+
+    def deliver() -> None:
+        try:
+            with transaction.atomic():
+                # The ingest's lock, held while D1's news is applied.
+                CardOrder.objects.select_for_update().get(pk=order.pk)
+                locked.set()
+                time.sleep(0.5)
+                ingest.apply(ISSUER, op("CARD_SHIPPED", cardId="crd-race"), Source.NOTIFICATION)
+        except Exception as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=deliver)
+    thread.start()
+    assert locked.wait(5)
+    started = time.monotonic()
+    corrections.correct(order.pk, {"due_date": date(2099, 1, 1)}, user, "Agreed with D1.")
+    waited = time.monotonic() - started
+    thread.join()
+    assert errors == []
+    assert waited > 0.3
+    order.refresh_from_db()
+    assert (order.stage, order.terminal, order.due_date) == ("CARD_SHIPPED", True, date(2099, 1, 1))
+    expected = CardOrder.objects.get(pk=order.pk)
+    attention.update(expected)
+    assert order.attention_since == expected.attention_since
 
 
 def test_a_correction_loaded_before_news_from_d1_is_refused(client, administrator):

@@ -23,6 +23,11 @@ from tracker.models import CardOrder, Source, TimelineEvent, Verdict
 
 # The row written to the history for each correction (simple-history's model).
 Correction = CardOrder.history.model
+# Correctable fields that say who the order is for, not where it stands: changing only these
+# leaves the queue's acknowledgement in place.
+REFERENCES = frozenset(
+    {"issuer_request_id", "input_file_name", "customer_reference", "bulk_group_id", "bulk_order_id"}
+)
 
 
 def correct(
@@ -50,21 +55,13 @@ def correct(
         for name, (_before, after) in changes.items():
             setattr(order, name, after)
         derived = _derive(order, changes)
-        # As when the ingest records a change of state: the queue's mute ends, the reasons and
-        # their deadlines are computed again.
-        order.state_changed_at = now
-        order.muted_until = None
+        if set(changes) - REFERENCES:
+            # As when the ingest records a change of state: the queue's mute ends.
+            order.state_changed_at = now
+            order.muted_until = None
+            derived += ["state_changed_at", "muted_until"]
         attention.update(order)
-        order.save(
-            update_fields=[
-                *changes,
-                *derived,
-                "state_changed_at",
-                "muted_until",
-                "silent_after",
-                "attention_since",
-            ]
-        )
+        order.save(update_fields=[*changes, *derived, "silent_after", "attention_since"])
         record = history_row(order, changes, user, reason, now, reverts=reverts)
         record.save()
         note = reason
