@@ -547,17 +547,18 @@ LIST_PAGES = {
 }
 
 
-@pytest.mark.parametrize("page", LIST_PAGES)
+@pytest.mark.parametrize("list_page", LIST_PAGES)
 def test_each_list_page_costs_a_fixed_number_of_queries(
-    client, administrator, django_assert_num_queries, page
+    client, administrator, django_assert_num_queries, list_page
 ):
-    name, _, query = page.partition("?")
+    # (Not named `page`: that is pytest-playwright's fixture, which would pull in a browser.)
+    name, _, query = list_page.partition("?")
     url = reverse(f"admin:{name}_changelist") + (f"?{query}" if query else "")
     populate(3)
-    with django_assert_num_queries(LIST_PAGES[page]):
+    with django_assert_num_queries(LIST_PAGES[list_page]):
         assert client.get(url).status_code == 200
     populate(40)
-    with django_assert_num_queries(LIST_PAGES[page]):
+    with django_assert_num_queries(LIST_PAGES[list_page]):
         assert client.get(url).status_code == 200
 
 

@@ -109,6 +109,9 @@ class OrderResource(resources.ModelResource):
         # Rows are validated by import_instance() below; a full_clean() would cost a query each.
         clean_model_instances = False
 
+    # The loader of the current import: its originals tell what a row changes.
+    _loader: _OrderLoader | None = None
+
     def import_data(self, dataset, dry_run: bool = False, **kwargs):
         self.dry_run = dry_run
         self.now = timezone.now()
@@ -177,8 +180,9 @@ class OrderResource(resources.ModelResource):
         return dict(errors)
 
     def _original(self, order: CardOrder) -> dict[str, str]:
-        loader = self._loader
-        return loader.originals.get((order.issuer_id, order.card_id), {}) if loader else {}
+        if self._loader is None:
+            return {}
+        return self._loader.originals.get((order.issuer_id, order.card_id), {})
 
     def get_instance(self, instance_loader, row):
         self._loader = instance_loader
