@@ -11,7 +11,7 @@ from django.utils import timezone
 from pytest_django.asserts import assertContains, assertNotContains
 
 from tests.conftest import ISSUER, op
-from tracker import corrections, ingest, queries, queue, roles
+from tracker import corrections, ingest, queries, queue, registration, roles
 from tracker.attention import Reason
 from tracker.models import CardOrder, Source, TimelineEvent
 
@@ -161,6 +161,13 @@ def test_an_unknown_or_missing_column_stops_the_file(client, administrator):
     page = preview(client, f"issuerId,customerReference\n{ISSUER},X\n")
     assertContains(page, "Missing: cardId.")
     assert not CardOrder.objects.exists()
+
+
+def test_a_file_longer_than_the_limit_is_refused(client, administrator, monkeypatch):
+    monkeypatch.setattr(registration, "MAX_ROWS", 2)
+    page = preview(client, GOOD)
+    assertContains(page, "The file has 3 rows; import at most 2 at a time.")
+    assert page.context.get("confirm_form") is None
 
 
 def test_importing_the_same_file_again_changes_nothing(client, administrator, known):
