@@ -282,6 +282,23 @@ def test_revert_needs_a_reason_then_restores_the_fields_and_lands_on_the_timelin
     assertContains(history, "Wrongly thought shipped.")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_correct_and_revert_outside_a_test_transaction(client, on_postgres):
+    # As in production, where only the change form runs in a transaction of its own.
+    from django.apps import apps
+
+    roles.sync_groups(apps)  # a transactional test's flush empties the groups
+    client.force_login(staff(roles.ADMINISTRATORS, "ada"))
+    order = shipped_order()
+    response = correct_by_form(client, order, carrier="dhl", change_reason="Named by D1.")
+    assert response.status_code == 302
+    change = Correction.objects.get()
+    url = reverse("admin:tracker_cardorder_revert", args=[order.pk, change.history_id])
+    assert client.post(url, {"reason": "Not this card."}).status_code == 302
+    order.refresh_from_db()
+    assert order.carrier == "" and Correction.objects.count() == 2
+
+
 def test_supervisors_read_the_history_but_cannot_revert(client, supervisor):
     order = shipped_order()
     admin_user = staff(roles.ADMINISTRATORS, "ada")

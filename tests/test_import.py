@@ -214,3 +214,16 @@ def test_supervisors_and_agents_cannot_import(client, agent):
     client.force_login(agent)
     assert client.get(IMPORT).status_code == 302  # no admin site at all
     assert not CardOrder.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_outside_a_test_transaction(client, on_postgres):
+    # As in production: the import takes its row locks in its own transaction.
+    from django.apps import apps
+
+    roles.sync_groups(apps)  # a transactional test's flush empties the groups
+    client.force_login(staff(roles.ADMINISTRATORS, "ada"))
+    ingest.apply(ISSUER, op("CARD_PROD_ONGOING", cardId="crd-known"), Source.NOTIFICATION)
+    done = confirm(client, preview(client, GOOD))
+    assertContains(done, "Import finished: 2 new, 1 updated")
+    assert CardOrder.objects.get(card_id="crd-known").customer_reference == "CUST-3"

@@ -235,10 +235,15 @@ class CardOrderAdmin(ImportMixin, BoundedAdmin):
     def get_object(self, request: HttpRequest, object_id: str, from_field=None):
         order = super().get_object(request, object_id, from_field)
         if order is not None and request.method == "POST":
-            # The admin's view runs in one transaction: the correction is checked against the row
+            # The change form runs in one transaction: the correction is checked against the row
             # as it is now, locked like the ingest locks it, until it is saved.
             order = CardOrder.objects.select_for_update().get(pk=order.pk)
         return order
+
+    def _order(self, request: HttpRequest, object_id: str) -> CardOrder | None:
+        # For the history and revert pages, outside the change form's transaction: no lock
+        # (corrections.revert() takes its own).
+        return super().get_object(request, unquote(object_id))
 
     def save_model(self, request: HttpRequest, obj: CardOrder, form, change: bool) -> None:
         reason = form.cleaned_data["change_reason"]
@@ -267,7 +272,7 @@ class CardOrderAdmin(ImportMixin, BoundedAdmin):
         ]
 
     def history_view(self, request: HttpRequest, object_id: str, extra_context=None):
-        order = self.get_object(request, unquote(object_id))
+        order = self._order(request, object_id)
         if order is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if not self.has_view_or_change_permission(request, order):
@@ -290,7 +295,7 @@ class CardOrderAdmin(ImportMixin, BoundedAdmin):
         return TemplateResponse(request, "admin/tracker/cardorder/object_history.html", context)
 
     def revert_view(self, request: HttpRequest, object_id: str, change_id: int) -> HttpResponse:
-        order = self.get_object(request, unquote(object_id))
+        order = self._order(request, object_id)
         if order is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if not self.has_change_permission(request, order):
