@@ -1,6 +1,7 @@
 """The cache of D1 state: card orders, their timelines, and every notification body received.
 
-Only tracker/ingest.py writes D1 state into these tables (the admin site writes through it too).
+Only tracker/ingest.py writes D1 state into these tables; administrators' corrections go through
+tracker/corrections.py, under the same row locks, and are the only changes kept as history.
 """
 
 from django.conf import settings
@@ -8,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from simple_history.models import HistoricalRecords
 
 
 class Source(models.TextChoices):
@@ -23,6 +25,30 @@ class Verdict(models.TextChoices):
     STALE = "stale", _("stale")
     UNRECOGNIZED = "unrecognized", _("unrecognized")
     CONFLICT = "conflict", _("conflict")
+
+
+class CorrectionRecord(models.Model):
+    """Columns of a history row beyond the order's snapshot: what one correction changed."""
+
+    # {field: [before, after]}: the snapshot alone cannot say, since D1's own changes between two
+    # corrections are not history rows (they are timeline events).
+    changes = models.JSONField(_("changes"), default=dict)
+    # The history_id of the correction this one undid, if it is a revert.
+    reverts = models.BigIntegerField(_("reverts change"), null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class CorrectionHistory(HistoricalRecords):
+    """History rows written only by tracker/corrections.py, never by a save().
+
+    The ingest saves orders on the hot notification path; a save() there must stay one
+    statement, and D1's changes are already kept as timeline events.
+    """
+
+    def post_save(self, instance, created, using=None, **kwargs) -> None:
+        return None
 
 
 def _pattern_index(field: str) -> models.Index:
@@ -94,6 +120,60 @@ class CardOrder(models.Model):
     attention_since = models.DateTimeField(_("needs attention since"), null=True, blank=True)
     muted_until = models.DateTimeField(_("acknowledged or snoozed until"), null=True, blank=True)
 
+    # What administrators may correct by hand (tracker/corrections.py). The history keeps these
+    # and the order's identity only: no raw JSON and none of D1's free texts (messages, errors,
+    # URLs), so nothing that could hold a card number is copied there.
+    CORRECTABLE = (
+        "stage",
+        "operation_status",
+        "terminal",
+        "conflict",
+        "unrecognized_status",
+        "unknown_to_d1",
+        "due_date",
+        "production_site",
+        "carrier",
+        "tracking_number",
+        "shipment_status",
+        "issuer_request_id",
+        "input_file_name",
+        "customer_reference",
+        "bulk_group_id",
+        "bulk_order_id",
+    )
+    history = CorrectionHistory(
+        bases=[CorrectionRecord],
+        excluded_fields=[
+            "operation_id",
+            "operation",
+            "tracking_type",
+            "stage_rank",
+            "start_time",
+            "end_time",
+            "due_at",
+            "late_after",
+            "shipment_message",
+            "tracking_url",
+            "shipment",
+            "shipment_updated_at",
+            "error_code",
+            "error",
+            "reason",
+            "first_seen_at",
+            "last_event_at",
+            "last_checked_at",
+            "state_changed_at",
+            "duplicates_received",
+            "silent_after",
+            "attention_since",
+            "muted_until",
+        ],
+        history_id_field=models.BigAutoField(primary_key=True),
+        history_change_reason_field=models.TextField(_("reason"), null=True),
+        verbose_name=_("correction"),
+        verbose_name_plural=_("corrections"),
+    )
+
     class Meta:
         verbose_name = _("card order")
         verbose_name_plural = _("card orders")
@@ -102,6 +182,7 @@ class CardOrder(models.Model):
             ("work_queue", _("Can work the queue of orders needing attention")),
             ("recheck_orders", _("Can re-check many orders with D1")),
             ("export_orders", _("Can export orders as CSV")),
+            ("import_orders", _("Can register orders from a CSV file")),
         ]
         constraints = [
             models.UniqueConstraint(fields=["issuer_id", "card_id"], name="order_issuer_card_uniq")
@@ -131,6 +212,15 @@ class CardOrder(models.Model):
                 name="order_silent",
             ),
             models.Index(fields=["stage"], condition=Q(terminal=False), name="order_open_stage"),
+            # The admin site's filters on rare flags: a few rows each, read newest first.
+            models.Index(fields=["id"], condition=Q(conflict=True), name="order_conflict"),
+            models.Index(
+                fields=["id"], condition=~Q(unrecognized_status=""), name="order_unrecognized"
+            ),
+            models.Index(fields=["id"], condition=Q(unknown_to_d1=True), name="order_unknown_d1"),
+            models.Index(
+                fields=["muted_until"], condition=Q(muted_until__isnull=False), name="order_muted"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -265,6 +355,7 @@ class LookupAudit(models.Model):
         indexes = [
             models.Index(fields=["issuer_id", "card_id", "at"], name="audit_card_at"),
             models.Index(fields=["at"], name="audit_at"),
+            models.Index(fields=["username", "at"], name="audit_username_at"),
         ]
 
     def __str__(self) -> str:

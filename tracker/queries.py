@@ -19,6 +19,8 @@ from django.utils import timezone
 from tracker.models import AuthFailureCount, CardOrder, InboxItem, TimelineEvent
 
 SEARCH_LIMIT = 50
+# The admin site's order search: enough to act on a whole input file, still one bounded scan.
+ADMIN_SEARCH_LIMIT = 1000
 # Far above any real card (a few production stages and carrier updates); it only keeps a
 # runaway timeline from making the page slow.
 TIMELINE_LIMIT = 500
@@ -81,6 +83,14 @@ def find_cards(q: str, limit: int = SEARCH_LIMIT) -> CardSearch:
             hits = [_hit(order, q) for order in orders[:limit]]
             return CardSearch(hits, len(orders) > limit, exact)
     return CardSearch([], False, False)
+
+
+def matching_orders(q: str, per_key: int = ADMIN_SEARCH_LIMIT) -> QuerySet[CardOrder]:
+    """Orders with an identifier equal to q, or else starting with q; at most per_key a key."""
+    if not q or len(q) > _LONGEST_KEY:
+        return CardOrder.objects.none()
+    exact = _matching(q, True, per_key)
+    return exact if exact.exists() else _matching(q, False, per_key)
 
 
 def _matching(q: str, exact: bool, per_key: int) -> QuerySet[CardOrder]:

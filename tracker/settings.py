@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_tasks_db",
     "simple_history",
+    "import_export",
     "tracker",
 ]
 
@@ -331,3 +332,7 @@ D1_WORKING_DAYS = env.weekdays("D1_WORKING_DAYS", "mon,tue,wed,thu,fri")
 
 # The supervisors' queue.
 TRACKER_RECHECK_MAX = env.integer("TRACKER_RECHECK_MAX", 1000, minimum=1)
+
+# The admin site: its production-site filter offers these sites (listing the sites from the
+# orders themselves would scan them all).
+TRACKER_PRODUCTION_SITES = env.csv("TRACKER_PRODUCTION_SITES") or sorted(D1_PRODUCTION_SITE_TZ)

@@ -47,6 +47,9 @@ class Command(BaseCommand):
             # In the demo the sandbox is D1, for every process.
             "D1_BASE_URL": f"{self.sandbox_url}/banking/v1",
             "D1_TOKEN_URL": f"{self.sandbox_url}/authz/v1/oauth2/token",
+            # The admin site's production-site filter offers the demo's sites.
+            "TRACKER_PRODUCTION_SITES": os.environ.get("TRACKER_PRODUCTION_SITES")
+            or ",".join(demo.SITES),
         }
         processes = {
             name: subprocess.Popen([sys.executable, "manage.py", *argv], env=env)

@@ -1,26 +1,18 @@
-import json
+"""The notification inbox in the admin site: every body as D1 sent it, read-only, and replay."""
+
 import logging
 from collections import Counter
-from functools import partial
-from typing import Any
 
 from django.contrib import admin, messages
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tracker import inbox, tasks
-from tracker.models import (
-    Acknowledgement,
-    CardOrder,
-    InboxItem,
-    LookupAudit,
-    Threshold,
-    TimelineEvent,
-)
+from tracker import inbox
+from tracker.admin.common import BoundedAdmin, IssuerFilter, pre, pretty_body, pretty_json
+from tracker.models import InboxItem
 
 logger = logging.getLogger(__name__)
 
@@ -28,58 +20,8 @@ logger = logging.getLogger(__name__)
 _REPLAY_LIMIT = 500
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(CardOrder)
-class CardOrderAdmin(ReadOnlyAdmin):
-    list_display = [
-        "card_id",
-        "issuer_id",
-        "stage",
-        "operation_status",
-        "due_date",
-        "last_event_at",
-    ]
-    list_filter = ["issuer_id", "stage", "terminal", "conflict"]
-    search_fields = ["=card_id", "=issuer_request_id", "=operation_id", "=tracking_number"]
-    show_full_result_count = False
-
-
-@admin.register(TimelineEvent)
-class TimelineEventAdmin(ReadOnlyAdmin):
-    list_display = ["order", "status", "verdict", "source", "received_at"]
-    list_filter = ["verdict", "source"]
-    list_select_related = ["order"]
-    show_full_result_count = False
-
-
-def _pre(text: str) -> str:
-    return format_html("<pre>{}</pre>", text)
-
-
-def _pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
-
-
-def _pretty_body(raw: bytes) -> str:
-    """The body as D1 sent it: pretty-printed when it is JSON, else decoded as far as it goes."""
-    try:
-        return _pretty_json(json.loads(raw))
-    except ValueError:
-        return raw.decode("utf-8", errors="replace")
-
-
 @admin.register(InboxItem)
-class InboxItemAdmin(admin.ModelAdmin):
+class InboxItemAdmin(BoundedAdmin):
     list_display = [
         "received_at",
         "issuer_id",
@@ -90,8 +32,7 @@ class InboxItemAdmin(admin.ModelAdmin):
         "unrecognized",
         "quarantined",
     ]
-    list_filter = ["outcome", "issuer_id"]
-    show_full_result_count = False
+    list_filter = ["outcome", IssuerFilter]
 
     actions = ["replay"]
     fields = [
@@ -120,15 +61,15 @@ class InboxItemAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("headers"))
     def shown_headers(self, item: InboxItem) -> str:
-        return _pre(_pretty_json(item.headers))
+        return pre(pretty_json(item.headers))
 
     @admin.display(description=_("body"))
     def shown_body(self, item: InboxItem) -> str:
-        return _pre(_pretty_body(bytes(item.body)))
+        return pre(pretty_body(bytes(item.body)))
 
     @admin.display(description=_("results"))
     def shown_results(self, item: InboxItem) -> str:
-        return _pre(_pretty_json(item.results))
+        return pre(pretty_json(item.results))
 
     @admin.action(
         description=_("Replay the selected notifications (idempotent)"), permissions=["change"]
@@ -176,39 +117,3 @@ def _replay_message(done: int, verdicts: Counter, rejected: int) -> str:
 
 def _level(verdicts: Counter, rejected: int) -> int:
     return messages.WARNING if rejected or verdicts[inbox.QUARANTINED] else messages.SUCCESS
-
-
-@admin.register(Threshold)
-class ThresholdAdmin(admin.ModelAdmin):
-    list_display = ["name", "hours", "updated_at"]
-    list_editable = ["hours"]
-    fields = ["name", "hours"]
-    readonly_fields = ["name"]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False  # one row per stage, created by a migration
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def save_model(self, request, obj, form, change) -> None:
-        super().save_model(request, obj, form, change)
-        # Orders already waiting get the new deadline in the background (there may be many).
-        transaction.on_commit(partial(tasks.recompute_attention.enqueue, name=obj.name))
-
-
-@admin.register(Acknowledgement)
-class AcknowledgementAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "order", "kind", "user", "until", "note"]
-    list_filter = ["kind"]
-    list_select_related = ["order", "user"]
-    search_fields = ["=order__card_id"]
-
-
-@admin.register(LookupAudit)
-class LookupAuditAdmin(ReadOnlyAdmin):
-    list_display = ["at", "username", "action", "outcome", "issuer_id", "card_id"]
-    list_filter = ["action", "outcome"]
-    search_fields = ["=card_id", "=username"]
-    ordering = ["-at"]
-    show_full_result_count = False

@@ -1,0 +1,167 @@
+"""What every admin page of Tracker shares: bounded counts, filters that cost no query to build,
+read-only pages, and JSON shown pretty.
+
+A list page must cost the same on a million rows: no full COUNT(*), and no filter whose choices
+come from a SELECT DISTINCT over the table (Django's default for a plain field).
+"""
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from tracker.d1 import lifecycle
+
+COUNT_CAP = 10_000
+
+
+class CappedPaginator(Paginator):
+    """Counts at most COUNT_CAP rows: past that, a list says "more than 10,000"."""
+
+    cap = COUNT_CAP
+
+    @cached_property
+    def count(self) -> int:
+        # Unordered and limited, so the database stops after COUNT_CAP + 1 rows.
+        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+
+    @property
+    def capped(self) -> bool:
+        return self.count > COUNT_CAP
+
+
+class _FixedOrderChangeList(ChangeList):
+    """The admin's own order only: `?o=` could otherwise ask for a sort of the whole table."""
+
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet) -> list[str]:
+        ordering = list(self.model_admin.get_ordering(request) or [])
+        return [*ordering, "-pk"] if "-pk" not in ordering else ordering
+
+
+class BoundedAdmin(admin.ModelAdmin):
+    """A list page with a bounded count, in a fixed order, and no unbounded "Show all"."""
+
+    paginator = CappedPaginator
+    show_full_result_count = False
+    # Facet counts would count the whole table once per filter choice, and sorting by a column
+    # without an index would sort all of it: lists are newest first (the primary key's order).
+    show_facets = admin.ShowFacets.NEVER
+    sortable_by = ()
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return _FixedOrderChangeList
+
+    list_max_show_all = 200
+
+
+class ReadOnlyAdmin(BoundedAdmin):
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+def pre(text: str) -> str:
+    return format_html("<pre>{}</pre>", text)
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def pretty_body(raw: bytes) -> str:
+    """The body as D1 sent it: pretty-printed when it is JSON, else decoded as far as it goes."""
+    try:
+        return pretty_json(json.loads(raw))
+    except ValueError:
+        return raw.decode("utf-8", errors="replace")
+
+
+class _FixedChoicesFilter(admin.SimpleListFilter):
+    """A filter whose choices are known without asking the database."""
+
+    def choices(self, changelist):
+        # A value given in the URL that is not among the choices is still shown as selected.
+        known = {str(value) for value, _label in self.lookup_choices}
+        if self.value() and self.value() not in known:
+            self.lookup_choices = [*self.lookup_choices, (self.value(), self.value())]
+        yield from super().choices(changelist)
+
+
+class IssuerFilter(_FixedChoicesFilter):
+    title = _("issuer")
+    parameter_name = "issuer"
+
+    def lookups(self, request, model_admin):
+        return [(issuer, issuer) for issuer in settings.D1_ISSUER_IDS]
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(issuer_id=self.value()) if self.value() else queryset
+
+
+class StageFilter(_FixedChoicesFilter):
+    title = _("stage")
+    parameter_name = "stage"
+
+    def lookups(self, request, model_admin):
+        return [(stage, stage) for stage in lifecycle.KNOWN] + [("none", _("no stage yet"))]
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        if not self.value():
+            return queryset
+        return queryset.filter(stage="" if self.value() == "none" else self.value())
+
+
+class SiteFilter(_FixedChoicesFilter):
+    title = _("production site")
+    parameter_name = "site"
+
+    def lookups(self, request, model_admin):
+        return [(site, site) for site in settings.TRACKER_PRODUCTION_SITES]
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(production_site=self.value()) if self.value() else queryset
+
+
+class _YesNoFilter(admin.SimpleListFilter):
+    def lookups(self, request, model_admin):
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def condition(self) -> Q:
+        raise NotImplementedError
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(self.condition())
+        if self.value() == "no":
+            return queryset.exclude(self.condition())
+        return queryset
+
+
+class UnrecognizedFilter(_YesNoFilter):
+    title = _("unrecognized status")
+    parameter_name = "unrecognized"
+
+    def condition(self) -> Q:
+        return ~Q(unrecognized_status="")
+
+
+class MutedFilter(_YesNoFilter):
+    title = _("acknowledged or snoozed")
+    parameter_name = "muted"
+
+    def condition(self) -> Q:
+        return Q(muted_until__gt=timezone.now())

@@ -1,0 +1,431 @@
+"""Card orders in the admin site: corrections with a reason, their history and revert, re-sync
+from D1, mark resolved, and registration from a CSV file.
+
+Every write goes through tracker/corrections.py or tracker/registration.py, under the ingest's
+row locks; nobody may add or delete an order here.
+"""
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+from import_export.admin import ImportMixin
+from import_export.formats.base_formats import CSV
+from import_export.forms import ImportForm
+from import_export.tmp_storages import CacheStorage
+
+from tracker import corrections, queries, queue
+from tracker.admin.common import (
+    BoundedAdmin,
+    IssuerFilter,
+    MutedFilter,
+    SiteFilter,
+    StageFilter,
+    UnrecognizedFilter,
+    pre,
+    pretty_json,
+)
+from tracker.forms import CardOrderForm, ReasonForm, ResolveForm, no_card_number
+from tracker.models import CardOrder
+from tracker.registration import OrderResource
+
+# Marking resolved runs inside the admin's request, a few statements per order.
+RESOLVE_LIMIT = 500
+IMPORT_MAX_BYTES = 5 * 1024 * 1024  # far above registration.MAX_ROWS rows
+
+_READ_ONLY = [
+    "issuer_id",
+    "card_id",
+    "card_page",
+    "operation_id",
+    "operation",
+    "tracking_type",
+    "shipment_message",
+    "tracking_url",
+    "shown_shipment",
+    "error_code",
+    "error",
+    "reason",
+    "first_seen_at",
+    "last_event_at",
+    "last_checked_at",
+    "state_changed_at",
+    "duplicates_received",
+    "late_after",
+    "silent_after",
+    "attention_since",
+    "muted_until",
+]
+_FIELDSETS = [
+    (
+        gettext_lazy("Order"),
+        {"fields": ["issuer_id", "card_id", "card_page", "operation_id", "operation"]},
+    ),
+    (
+        gettext_lazy("State"),
+        {
+            "fields": [
+                "stage",
+                "operation_status",
+                ("terminal", "conflict", "unknown_to_d1"),
+                "unrecognized_status",
+                "due_date",
+                "production_site",
+                "tracking_type",
+            ]
+        },
+    ),
+    (
+        gettext_lazy("Shipment"),
+        {
+            "fields": [
+                "carrier",
+                "tracking_number",
+                "shipment_status",
+                "shipment_message",
+                "tracking_url",
+                "shown_shipment",
+            ]
+        },
+    ),
+    (gettext_lazy("Errors sent by D1"), {"fields": ["error_code", "error", "reason"]}),
+    (
+        gettext_lazy("The issuer's references"),
+        {
+            "fields": [
+                "issuer_request_id",
+                "input_file_name",
+                "customer_reference",
+                "bulk_group_id",
+                "bulk_order_id",
+            ]
+        },
+    ),
+    (
+        gettext_lazy("Times and attention"),
+        {
+            "fields": [
+                "first_seen_at",
+                "last_event_at",
+                "last_checked_at",
+                "state_changed_at",
+                "duplicates_received",
+                "late_after",
+                "silent_after",
+                "attention_since",
+                "muted_until",
+            ]
+        },
+    ),
+]
+_WHY = (gettext_lazy("Why"), {"fields": ["change_reason", "loaded_state"]})
+
+
+class _ImportStorage(CacheStorage):
+    """The uploaded file between the preview and its confirmation, in the shared cache."""
+
+    CACHE_LIFETIME = 3600
+
+
+class OrdersImportForm(ImportForm):
+    def clean_import_file(self):
+        import_file = self.cleaned_data["import_file"]
+        if import_file.size > IMPORT_MAX_BYTES:
+            raise forms.ValidationError(
+                _("The file is larger than %(mb)d MB: split it.")
+                % {"mb": IMPORT_MAX_BYTES // 2**20}
+            )
+        no_card_number(import_file.name)  # the name goes into the history as the reason
+        return import_file
+
+
+@admin.register(CardOrder)
+class CardOrderAdmin(ImportMixin, BoundedAdmin):
+    form = CardOrderForm
+    list_display = [
+        "card_id",
+        "issuer_id",
+        "stage",
+        "operation_status",
+        "flags",
+        "customer_reference",
+        "due_date",
+        "last_event_at",
+    ]
+    list_filter = [
+        IssuerFilter,
+        StageFilter,
+        "terminal",
+        "conflict",
+        UnrecognizedFilter,
+        "unknown_to_d1",
+        MutedFilter,
+        SiteFilter,
+    ]
+    list_select_related = False  # no relation is shown in the list
+    search_fields = queries.SEARCH_FIELDS  # searched by get_search_results()
+    search_help_text = gettext_lazy(
+        "Card ID, issuer request ID, operation ID, tracking number, input file name or customer "
+        "reference: the whole value, or how it starts (case matters)."
+    )
+    readonly_fields = _READ_ONLY
+    actions = ["resync", "mark_resolved"]
+
+    resource_classes = [OrderResource]
+    import_formats = [CSV]
+    import_form_class = OrdersImportForm
+    # Shared by every process (Redis or the database), unlike a temporary file.
+    tmp_storage_class = _ImportStorage
+    import_template_name = "admin/tracker/cardorder/import.html"
+    import_error_display = ("message",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # orders come from D1 or from a CSV import
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # not even for superusers: D1's record of a card is never deleted
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tracker.import_orders")
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        if self.has_change_permission(request, obj):
+            return [*_FIELDSETS, _WHY]
+        return _FIELDSETS
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        # Django's own search would be case-insensitive, which no index here can serve.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(pk__in=queries.matching_orders(term)), False
+
+    @admin.display(description=gettext_lazy("flags"))
+    def flags(self, order: CardOrder) -> str:
+        names = [
+            (order.terminal, _("terminal")),
+            (order.conflict, _("conflict")),
+            (bool(order.unrecognized_status), _("unrecognized")),
+            (order.unknown_to_d1, _("unknown to D1")),
+        ]
+        return ", ".join(str(name) for present, name in names if present)
+
+    @admin.display(description=gettext_lazy("card page"))
+    def card_page(self, order: CardOrder) -> str:
+        url = reverse("tracker:card_detail", args=[order.issuer_id, order.card_id])
+        return format_html('<a href="{}">{}</a>', url, _("Open the card page"))
+
+    @admin.display(description=gettext_lazy("shipment (as sent)"))
+    def shown_shipment(self, order: CardOrder) -> str:
+        return pre(pretty_json(order.shipment)) if order.shipment is not None else "-"
+
+    # --- Corrections ---------------------------------------------------------------------------
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field=None):
+        order = super().get_object(request, object_id, from_field)
+        if order is not None and request.method == "POST":
+            # The change form runs in one transaction: the correction is checked against the row
+            # as it is now, locked like the ingest locks it, until it is saved.
+            order = CardOrder.objects.select_for_update().get(pk=order.pk)
+        return order
+
+    def _order(self, request: HttpRequest, object_id: str) -> CardOrder | None:
+        # For the history and revert pages, outside the change form's transaction: no lock
+        # (corrections.revert() takes its own).
+        return super().get_object(request, unquote(object_id))
+
+    def save_model(self, request: HttpRequest, obj: CardOrder, form, change: bool) -> None:
+        reason = form.cleaned_data["change_reason"]
+        corrections.correct(obj.pk, form.corrected(), request.user, reason)
+
+    def response_change(self, request: HttpRequest, obj: CardOrder) -> HttpResponse:
+        url = reverse("tracker:card_detail", args=[obj.issuer_id, obj.card_id])
+        message = format_html(
+            '{} <a href="{}">{}</a>',
+            _("The change and its reason are on the card's timeline."),
+            url,
+            _("Open the card page"),
+        )
+        self.message_user(request, message, messages.INFO)
+        return super().response_change(request, obj)
+
+    def get_urls(self):
+        revert = self.admin_site.admin_view(self.revert_view)
+        return [
+            path(
+                "<path:object_id>/history/<int:change_id>/revert/",
+                revert,
+                name="tracker_cardorder_revert",
+            ),
+            *super().get_urls(),
+        ]
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context=None):
+        order = self._order(request, object_id)
+        if order is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, order):
+            raise PermissionDenied
+        records = corrections.Correction.objects.filter(id=order.pk).select_related("history_user")
+        page = Paginator(records.order_by("-history_date", "-history_id"), 50).get_page(
+            request.GET.get("p")
+        )
+        reverted = dict(records.filter(reverts__isnull=False).values_list("reverts", "history_id"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("History of corrections"),
+            "subtitle": str(order),
+            "opts": self.opts,
+            "object": order,
+            "page": page,
+            "rows": [_history_row(record, reverted) for record in page],
+            "can_revert": self.has_change_permission(request, order),
+        }
+        return TemplateResponse(request, "admin/tracker/cardorder/object_history.html", context)
+
+    def revert_view(self, request: HttpRequest, object_id: str, change_id: int) -> HttpResponse:
+        order = self._order(request, object_id)
+        if order is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, order):
+            raise PermissionDenied
+        change = get_object_or_404(corrections.Correction, history_id=change_id, id=order.pk)
+        history = reverse("admin:tracker_cardorder_history", args=[order.pk])
+        form = ReasonForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            record = corrections.revert(change, request.user, form.cleaned_data["reason"])
+            if record is None:
+                self.message_user(
+                    request, _("Nothing to revert: the order already has those values.")
+                )
+            else:
+                self.message_user(
+                    request,
+                    _("Change #%(change)d reverted as change #%(revert)d.")
+                    % {"change": change.history_id, "revert": record.history_id},
+                    messages.SUCCESS,
+                )
+            return redirect(history)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Revert change #%(number)d") % {"number": change.history_id},
+            "subtitle": str(order),
+            "opts": self.opts,
+            "object": order,
+            "change": _history_row(change, {}),
+            "fields": [
+                (
+                    CardOrder._meta.get_field(name).verbose_name,
+                    corrections.shown(getattr(order, name)),
+                    corrections.shown(before),
+                )
+                for name, (before, _after) in change.changes.items()
+            ],
+            "form": form,
+            "history_url": history,
+        }
+        return TemplateResponse(request, "admin/tracker/cardorder/revert.html", context)
+
+    # --- Actions -------------------------------------------------------------------------------
+
+    @admin.action(
+        description=gettext_lazy("Re-sync the selected orders from D1"), permissions=["change"]
+    )
+    def resync(self, request: HttpRequest, queryset: QuerySet[CardOrder]) -> None:
+        limit = settings.TRACKER_RECHECK_MAX
+        if queryset.order_by()[: limit + 1].count() > limit:
+            message = _("Select at most %(limit)d orders to re-sync at once.")
+            self.message_user(request, message % {"limit": limit}, messages.ERROR)
+            return
+        batch = queue.start_recheck(queryset, request.user, limit)
+        message = ngettext(
+            "Asked D1 again about %(count)d order: its re-sync runs in the background, "
+            "within the shared budget of %(rps)s calls a second.",
+            "Asked D1 again about %(count)d orders: their re-syncs run in the background, "
+            "within the shared budget of %(rps)s calls a second.",
+            batch.total,
+        ) % {"count": batch.total, "rps": f"{settings.D1_MAX_RPS:g}"}
+        self.message_user(request, message, messages.SUCCESS)
+
+    @admin.action(
+        description=gettext_lazy("Mark the selected orders resolved…"), permissions=["change"]
+    )
+    def mark_resolved(self, request: HttpRequest, queryset: QuerySet[CardOrder]):
+        ids = list(queryset.values_list("pk", flat=True)[: RESOLVE_LIMIT + 1])
+        if len(ids) > RESOLVE_LIMIT:
+            message = _("Select at most %(limit)d orders to mark resolved at once.")
+            self.message_user(request, message % {"limit": RESOLVE_LIMIT}, messages.ERROR)
+            return None
+        form = ResolveForm(request.POST if "confirm" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            done = corrections.resolve(ids, request.user, form.cleaned_data["note"])
+            message = ngettext(
+                "Marked %(count)d order resolved.", "Marked %(count)d orders resolved.", done
+            ) % {"count": done}
+            self.message_user(request, message, messages.SUCCESS)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Mark orders resolved"),
+            "opts": self.opts,
+            "orders": queryset.order_by("card_id")[:50],
+            "ids": ids,
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/tracker/cardorder/resolve.html", context)
+
+    # --- CSV import ----------------------------------------------------------------------------
+
+    def import_action(self, request: HttpRequest, **kwargs) -> HttpResponse:
+        response = super().import_action(request, **kwargs)
+        context = getattr(response, "context_data", None) or {}
+        if context.get("result") is not None and not context.get("confirm_form"):
+            # A file with errors is never confirmed: keep no copy of it (it may hold anything).
+            upload = context["form"].cleaned_data["import_file"]
+            _ImportStorage(name=upload.tmp_storage_name).remove()
+        return response
+
+    def get_import_data_kwargs(self, **kwargs):
+        # Rows are checked again when the import is confirmed; if one fails now (the database
+        # changed since the preview), nothing is written.
+        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
+
+    def process_result(self, result, request: HttpRequest) -> HttpResponse:
+        if result.has_errors() or result.has_validation_errors():
+            self.message_user(
+                request,
+                _(
+                    "Nothing was imported: the orders changed since the preview. Import the "
+                    "file again to see why."
+                ),
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(reverse("admin:tracker_cardorder_import"))
+        return super().process_result(result, request)
+
+
+def _history_row(record, reverted: dict[int, int]) -> dict:
+    return {
+        "record": record,
+        "changes": [
+            (
+                CardOrder._meta.get_field(name).verbose_name,
+                corrections.shown(before),
+                corrections.shown(after),
+            )
+            for name, (before, after) in record.changes.items()
+        ],
+        "reverted_by": reverted.get(record.history_id),
+    }
