@@ -18,6 +18,7 @@ from tracker.models import (
     CardOrder,
     InboxItem,
     LookupAudit,
+    Sweep,
     Threshold,
     TimelineEvent,
 )
@@ -211,4 +212,22 @@ class LookupAuditAdmin(ReadOnlyAdmin):
     list_filter = ["action", "outcome"]
     search_fields = ["=card_id", "=username"]
     ordering = ["-at"]
+    show_full_result_count = False
+
+
+@admin.register(Sweep)
+class SweepAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at",
+        "finished_at",
+        "issuer_id",
+        "checked",
+        "repaired",
+        "not_found",
+        "failed",
+        "skipped",
+        "stop_reason",
+    ]
+    list_filter = ["stop_reason", "issuer_id"]
+    ordering = ["-started_at", "-id"]
     show_full_result_count = False
