@@ -10,15 +10,18 @@ WARNING with what changed.
 """
 
 import enum
+import itertools
 import logging
-import queue
+import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections
 from django.db.models import F
 
 from tracker import live
@@ -62,60 +65,89 @@ def check(issuer_id: str, card_id: str, source: Source) -> Outcome:
 
 
 def check_claimed(sweep_id: int, order_ids: Iterable[int]) -> dict[str, int]:
-    """Refresh the cards of `order_ids` that sweep `sweep_id` still claims, counting each
-    outcome on the sweep as it comes. Cards it no longer claims (it stopped) are skipped."""
+    """Refresh the cards of `order_ids` that sweep `sweep_id` still claims, adding the outcomes
+    to the sweep as they come. Cards it no longer claims (it stopped) are skipped."""
     order_ids = list(order_ids)
+    # The state before the refresh comes with the claim check: one query for the batch.
     claimed = list(
-        CardOrder.objects.filter(pk__in=order_ids, sweep_claim__sweep_id=sweep_id).values_list(
-            "pk", "issuer_id", "card_id"
+        CardOrder.objects.filter(pk__in=order_ids, sweep_claim__sweep_id=sweep_id).values(
+            "pk", "issuer_id", "card_id", *_WATCHED
         )
     )
-    _count(sweep_id, Outcome.SKIPPED, len(order_ids) - len(claimed))
+    tally = _Tally(sweep_id)
+    tally.add(Outcome.SKIPPED, len(order_ids) - len(claimed))
     halt = threading.Event()
     if breaker_state()["state"] == "open":
         halt.set()  # D1 is down: the sweep is about to stop, and these would fail anyway
 
-    def one(card: tuple[int, str, str]) -> Outcome:
+    def one(before: dict[str, Any]) -> Outcome:
         outcome = Outcome.SKIPPED
         try:
             if not halt.is_set():
-                outcome = _sweep_one(*card)
+                outcome = _sweep_one(before)
                 if outcome is Outcome.FAILED and breaker_state()["state"] == "open":
                     halt.set()
         except Exception:
             # Counted all the same: the sweep waits until every card it queued is accounted for.
-            logger.exception("reconcile: checking %s/%s failed", card[1], card[2])
+            logger.exception(
+                "reconcile: checking %s/%s failed", before["issuer_id"], before["card_id"]
+            )
             outcome = Outcome.FAILED
         finally:
-            _count(sweep_id, outcome)
+            tally.add(outcome)
         return outcome
 
-    outcomes = Counter(_in_threads(claimed, one, settings.TRACKER_RECONCILE_THREADS))
-    outcomes[Outcome.SKIPPED] += len(order_ids) - len(claimed)
-    return {str(outcome): count for outcome, count in outcomes.items() if count}
+    try:
+        _in_threads(claimed, one, settings.TRACKER_RECONCILE_THREADS)
+    finally:
+        tally.flush()
+    return {str(outcome): count for outcome, count in tally.total.items() if count}
 
 
-def _count(sweep_id: int, outcome: Outcome, cards: int = 1) -> None:
-    """Add one card's outcome to the sweep (per card, so the sweep sees steady progress)."""
-    if not cards:
-        return
-    counters = {
-        "checked": outcome in (Outcome.CHANGED, Outcome.UNCHANGED, Outcome.NOT_FOUND),
-        "repaired": outcome is Outcome.CHANGED,
-        "not_found": outcome is Outcome.NOT_FOUND,
-        "failed": outcome is Outcome.FAILED,
-        "skipped": outcome is Outcome.SKIPPED,
-    }
-    Sweep.objects.filter(pk=sweep_id).update(
-        **{name: F(name) + cards for name, counts in counters.items() if counts}
-    )
+class _Tally:
+    """Outcomes added to the sweep's counters about every FLUSH_SECONDS: the sweep sees steady
+    progress without one UPDATE of its row per card."""
+
+    FLUSH_SECONDS = 0.5
+
+    def __init__(self, sweep_id: int) -> None:
+        self.sweep_id = sweep_id
+        self.total: Counter[Outcome] = Counter()
+        self._pending: Counter[Outcome] = Counter()
+        self._lock = threading.Lock()
+        self._flushed_at = time.monotonic()
+
+    def add(self, outcome: Outcome, cards: int = 1) -> None:
+        with self._lock:
+            self.total[outcome] += cards
+            self._pending[outcome] += cards
+            due = time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            self._flushed_at = time.monotonic()
+        counters = {
+            "checked": pending[Outcome.CHANGED]
+            + pending[Outcome.UNCHANGED]
+            + pending[Outcome.NOT_FOUND],
+            "repaired": pending[Outcome.CHANGED],
+            "not_found": pending[Outcome.NOT_FOUND],
+            "failed": pending[Outcome.FAILED],
+            "skipped": pending[Outcome.SKIPPED],
+        }
+        changes = {name: F(name) + count for name, count in counters.items() if count}
+        if changes:
+            Sweep.objects.filter(pk=self.sweep_id).update(**changes)
 
 
-def _sweep_one(order_id: int, issuer_id: str, card_id: str) -> Outcome:
-    before = _watched(order_id)
+def _sweep_one(before: dict[str, Any]) -> Outcome:
+    issuer_id, card_id = before["issuer_id"], before["card_id"]
     outcome = check(issuer_id, card_id, Source.RECONCILE)
     if outcome is Outcome.CHANGED:
-        after = _watched(order_id)
+        after = CardOrder.objects.filter(pk=before["pk"]).values(*_WATCHED).first() or {}
         changes = [
             f"{name} {_shown(before.get(name))} → {_shown(after.get(name))}"
             for name in _WATCHED
@@ -130,43 +162,40 @@ def _sweep_one(order_id: int, issuer_id: str, card_id: str) -> Outcome:
     return outcome
 
 
-def _watched(order_id: int) -> dict[str, Any]:
-    return CardOrder.objects.filter(pk=order_id).values(*_WATCHED).first() or {}
-
-
 def _shown(value: Any) -> str:
     return "-" if value in (None, "") else str(value)
 
 
 def _in_threads[T, R](items: list[T], work: Callable[[T], R], threads: int) -> list[R]:
-    """work(item) for every item, on up to `threads` threads; one thread runs them in place."""
+    """work(item) for every item on the process's pool of `threads` threads (in place for one).
+
+    The pool outlives the task: its threads keep their database connections from one batch to
+    the next, as a worker's main thread does, instead of connecting anew for every batch.
+    """
     if threads <= 1 or len(items) <= 1:
         return [work(item) for item in items]
-    pending: queue.SimpleQueue[T] = queue.SimpleQueue()
-    for item in items:
-        pending.put(item)
-    results: list[R] = []
-    failures: list[BaseException] = []
+    generation = next(_batches)
 
-    def drain() -> None:
-        try:
-            while True:
-                try:
-                    item = pending.get_nowait()
-                except queue.Empty:
-                    return
-                results.append(work(item))
-        except BaseException as e:  # noqa: BLE001 - raised again in the calling thread
-            failures.append(e)
-        finally:
-            # Each thread opened its own database connection; none may outlive it.
-            connections.close_all()
+    def tidy_then_work(item: T) -> R:
+        # Once per batch in each thread, what db_worker does between tasks: drop a connection
+        # that broke or outlived CONN_MAX_AGE.
+        if getattr(_thread_state, "generation", None) != generation:
+            _thread_state.generation = generation
+            close_old_connections()
+        return work(item)
 
-    pool = [threading.Thread(target=drain) for _ in range(min(threads, len(items)))]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    if failures:
-        raise failures[0]
-    return results
+    return list(_pool(threads).map(tidy_then_work, items))
+
+
+_batches = itertools.count()
+_thread_state = threading.local()
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    key = (os.getpid(), threads)
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="reconcile")
+        return _pools[key]
