@@ -7,6 +7,9 @@ is enqueued, on one thread), so they run on SQLite too. The worker tests at the 
 
 import io
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -450,3 +453,128 @@ def test_sweeps_are_read_only_in_the_admin_site(client):
     detail = client.get(f"/admin/tracker/sweep/{record.pk}/change/")
     assert detail.status_code == 200 and 'name="_save"' not in detail.content.decode()
     assert client.post(f"/admin/tracker/sweep/{record.pk}/delete/").status_code == 403
+
+
+# --- Through real workers (PostgreSQL: other processes open the test database) -------------
+
+
+def worker_env(database_url: str, sandbox, d1_key, **settings: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url,
+        "D1_BASE_URL": sandbox.base_url,
+        "D1_TOKEN_URL": sandbox.token_url,
+        "D1_JWT_PRIVATE_KEY_FILE": str(d1_key.private_key_file),
+        "D1_JWT_KID": d1_key.kid,
+        "D1_BACKGROUND_RETRIES": "0",
+        **settings,
+    }
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def workers():
+    """Start `count` db_worker processes with start(env, count); stopped after the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(env: dict[str, str], count: int = 2) -> list[subprocess.Popen]:
+        worker = ("db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1")
+        started.extend(manage(env, *worker) for _ in range(count))
+        return started
+
+    yield start
+    for process in started:
+        process.terminate()
+    for process in started:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def finished(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_keep_to_the_rate_budget_in_every_second(
+    d1, d1_key, sandbox, database_url, workers
+):
+    rate, cards = 20, 60
+    d1.set_faults(latency_ms=20)
+    for n in range(cards):
+        d1.seed(card(f"crd-w-{n:03d}", stage="CARD_PROD_ONGOING", lifecycle=False))
+        silent(f"crd-w-{n:03d}")
+    env = worker_env(
+        database_url,
+        sandbox,
+        d1_key,
+        D1_MAX_RPS=str(rate),
+        TRACKER_RECONCILE_THREADS="4",
+        TRACKER_RECONCILE_BATCH="5",
+        TRACKER_RECONCILE_WAVE="2s",
+    )
+    workers(env, 2)
+
+    code, out, err = finished(manage(env, "reconcile", "--once"))
+
+    assert code == 0, err[-3000:]
+    record = Sweep.objects.get()
+    assert (record.checked, record.repaired, record.failed, record.stop_reason) == (
+        cards,
+        cards,
+        0,
+        "",
+    )
+    assert f"{cards} checked, {cards} repaired" in out
+    calls = d1.requests()
+    assert sorted(polled(d1).values()) == [1] * cards
+    # Every D1 call counts, the token request included.
+    moments = sorted(call["at"] for call in calls)
+    assert busiest_second(moments) <= rate
+    assert moments[-1] - moments[0] >= (cards - 1) / rate * 0.9
+    # Both workers took batches: the budget held across processes, not within one.
+    ran = DBTaskResult.objects.filter(task_path="tracker.tasks.refresh_cards")
+    assert len({worker for task in ran for worker in task.worker_ids}) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_sweeps_at_once_never_check_a_card_twice(d1, d1_key, sandbox, database_url, workers):
+    cards = 40
+    for n in range(cards):
+        d1.seed(card(f"crd-s-{n:03d}", stage="CARD_PROD_READY", lifecycle=False))
+        silent(f"crd-s-{n:03d}")
+    env = worker_env(
+        database_url,
+        sandbox,
+        d1_key,
+        D1_MAX_RPS="20",
+        TRACKER_RECONCILE_THREADS="2",
+        TRACKER_RECONCILE_BATCH="4",
+        TRACKER_RECONCILE_WAVE="1s",
+    )
+    workers(env, 2)
+
+    sweeps = [manage(env, "reconcile", "--once") for _ in range(2)]
+    results = [finished(process) for process in sweeps]
+
+    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
+    records = list(Sweep.objects.all())
+    assert len(records) == 2
+    assert sum(record.checked for record in records) == cards
+    assert sum(record.queued for record in records) == cards
+    assert sorted(polled(d1).values()) == [1] * cards
+    assert not SweepClaim.objects.exists()
