@@ -378,7 +378,13 @@ class Sweep(models.Model):
         verbose_name = _("reconciliation sweep")
         verbose_name_plural = _("reconciliation sweeps")
         ordering = ["-started_at", "-id"]
-        indexes = [models.Index(fields=["-started_at", "-id"], name="sweep_recent")]
+        indexes = [
+            models.Index(fields=["-started_at", "-id"], name="sweep_recent"),
+            # Each sweep looks for running sweeps that died: a handful of rows, never the history.
+            models.Index(
+                fields=["heartbeat_at"], condition=Q(finished_at__isnull=True), name="sweep_running"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"sweep {self.pk} at {self.started_at:%Y-%m-%d %H:%M:%S}"

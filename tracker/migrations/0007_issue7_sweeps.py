@@ -34,7 +34,7 @@ class Migration(migrations.Migration):
                 'verbose_name': 'reconciliation sweep',
                 'verbose_name_plural': 'reconciliation sweeps',
                 'ordering': ['-started_at', '-id'],
-                'indexes': [models.Index(fields=['-started_at', '-id'], name='sweep_recent')],
+                'indexes': [models.Index(fields=['-started_at', '-id'], name='sweep_recent'), models.Index(condition=models.Q(('finished_at__isnull', True)), fields=['heartbeat_at'], name='sweep_running')],
             },
         ),
         migrations.CreateModel(
