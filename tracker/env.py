@@ -133,6 +133,30 @@ def weekdays(name: str, default: str) -> frozenset[int]:
     return frozenset(_WEEKDAYS.index(day) for day in days)
 
 
+_DURATION_PART = re.compile(r"(\d+)([smhd])")
+_DURATION = re.compile(r"(?:\d+[smhd])+")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """`90s`, `5m`, `1h`, `1h30m`, `2d` as whole seconds; ValueError for anything else or zero."""
+    value = text.strip().lower()
+    if not _DURATION.fullmatch(value):
+        raise ValueError(f"{text!r} is not a duration like 90s, 5m or 1h (units: s, m, h, d)")
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: a duration must be longer than zero")
+    return seconds
+
+
+def duration(name: str, default: str) -> int:
+    """A duration setting such as `90s`, `5m` or `1h`, in seconds."""
+    try:
+        return parse_duration(string(name, default))
+    except ValueError as e:
+        raise ImproperlyConfigured(f"{name}: {e}") from None
+
+
 def ip_networks(name: str, default: str = "") -> list[str]:
     """Comma-separated IP addresses or CIDR networks, normalized (`10.0.0.1` -> `10.0.0.1/32`)."""
     networks = []

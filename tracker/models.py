@@ -440,6 +440,79 @@ class RecheckBatch(models.Model):
         return self.done >= self.total
 
 
+class Sweep(models.Model):
+    """One run of the missed-notification sweep (tracker/sweep.py) and what it found."""
+
+    class Stop(models.TextChoices):
+        BREAKER = "breaker", _("D1 unavailable (circuit breaker open)")
+        STALLED = "stalled", _("no worker made progress")
+        INTERRUPTED = "interrupted", _("interrupted")
+        LOST = "lost", _("its process went away")
+
+    started_at = models.DateTimeField(_("started"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    # Renewed while the sweep runs; a sweep silent past TRACKER_RECONCILE_CLAIM_TIMEOUT has died.
+    heartbeat_at = models.DateTimeField(_("last sign of life"), default=timezone.now)
+    issuer_id = models.CharField(
+        _("issuer ID"), max_length=10, blank=True, help_text=_("Blank: every issuer.")
+    )
+    limit = models.PositiveIntegerField(_("limit"), null=True, blank=True)
+    queued = models.PositiveIntegerField(_("queued"), default=0)
+    # checked = D1 answered (repaired, unchanged or unknown to D1); failed = D1 could not be asked;
+    # skipped = released before a worker got to it (the sweep stopped).
+    checked = models.PositiveIntegerField(_("checked"), default=0)
+    repaired = models.PositiveIntegerField(_("repaired"), default=0)
+    not_found = models.PositiveIntegerField(_("unknown to D1"), default=0)
+    failed = models.PositiveIntegerField(_("failed"), default=0)
+    skipped = models.PositiveIntegerField(_("skipped"), default=0)
+    stop_reason = models.CharField(
+        _("stopped early"), max_length=16, choices=Stop.choices, blank=True
+    )
+    stop_detail = models.TextField(_("why"), blank=True)
+
+    class Meta:
+        verbose_name = _("reconciliation sweep")
+        verbose_name_plural = _("reconciliation sweeps")
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["-started_at", "-id"], name="sweep_recent"),
+            # Each sweep looks for running sweeps that died: a handful of rows, never the history.
+            models.Index(
+                fields=["heartbeat_at"], condition=Q(finished_at__isnull=True), name="sweep_running"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"sweep {self.pk} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def done(self) -> int:
+        """Cards the workers have finished with, whatever the outcome."""
+        return self.checked + self.failed + self.skipped
+
+    @property
+    def running(self) -> bool:
+        return self.finished_at is None
+
+
+class SweepClaim(models.Model):
+    """A card taken by a running sweep: no other sweep takes it, and this one checks it once.
+
+    The order is the primary key, so taking a card is an INSERT that only one sweep can win.
+    """
+
+    order = models.OneToOneField(
+        CardOrder, on_delete=models.CASCADE, primary_key=True, related_name="sweep_claim"
+    )
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="claims")
+
+    class Meta:
+        verbose_name = _("sweep claim")
+
+    def __str__(self) -> str:
+        return f"{self.order_id} in sweep {self.sweep_id}"
+
+
 class RateBudget(models.Model):
     """The next free moment to call D1, shared by every process (see tracker/budget.py)."""
 

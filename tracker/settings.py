@@ -336,3 +336,16 @@ TRACKER_RECHECK_MAX = env.integer("TRACKER_RECHECK_MAX", 1000, minimum=1)
 # The admin site: its production-site filter offers these sites (listing the sites from the
 # orders themselves would scan them all).
 TRACKER_PRODUCTION_SITES = env.csv("TRACKER_PRODUCTION_SITES") or sorted(D1_PRODUCTION_SITE_TZ)
+
+# The missed-notification sweep (`manage.py reconcile`, tracker/sweep.py and tracker/repair.py).
+# Cards per task, and threads per task in a worker: each thread makes one D1 call at a time.
+TRACKER_RECONCILE_BATCH = env.integer("TRACKER_RECONCILE_BATCH", 25, minimum=1)
+TRACKER_RECONCILE_THREADS = env.integer("TRACKER_RECONCILE_THREADS", 8, minimum=1)
+# How much work the sweep keeps queued ahead of the workers, in seconds of D1_MAX_RPS.
+TRACKER_RECONCILE_WAVE = env.duration("TRACKER_RECONCILE_WAVE", "10s")
+# A card D1 confirmed this recently is not asked about again.
+TRACKER_RECONCILE_RECHECK_AFTER = env.duration("TRACKER_RECONCILE_RECHECK_AFTER", "1h")
+# A sweep whose workers finish no card for this long stops (no worker running?).
+TRACKER_RECONCILE_STALL_TIMEOUT = env.duration("TRACKER_RECONCILE_STALL_TIMEOUT", "2m")
+# A sweep silent for this long has died: its cards go back to the pool for the next one.
+TRACKER_RECONCILE_CLAIM_TIMEOUT = env.duration("TRACKER_RECONCILE_CLAIM_TIMEOUT", "5m")

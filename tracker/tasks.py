@@ -3,17 +3,13 @@
 Tasks take ids and ISO strings, never model instances, call D1 and the ingest, and nothing else.
 """
 
-import logging
 from typing import Any
 
 from django.db.models import F
 from django.tasks import task
 
-from tracker import attention, live
-from tracker.d1.client import D1Error, D1NotFound, Profile
+from tracker import attention, repair
 from tracker.models import RecheckBatch, Source
-
-logger = logging.getLogger(__name__)
 
 
 @task()
@@ -21,24 +17,25 @@ def refresh_card(
     issuer_id: str, card_id: str, source: str = Source.RECONCILE, batch_id: int | None = None
 ) -> dict[str, Any]:
     """Fetch one card from D1 (background profile: within D1_MAX_RPS) and apply what it says."""
-    outcome = "failed"
+    outcome = repair.Outcome.FAILED
     try:
-        refreshed = live.refresh(
-            issuer_id, card_id, source=Source(source), profile=Profile.BACKGROUND
-        )
-        outcome = "changed" if refreshed.changed else "unchanged"
-    except D1NotFound:
-        outcome = "not_found"
-    except D1Error as e:
-        logger.warning("refresh of %s/%s failed: %s", issuer_id, card_id, e)
+        outcome = repair.check(issuer_id, card_id, Source(source))
     finally:
         if batch_id is not None:
             RecheckBatch.objects.filter(pk=batch_id).update(
                 done=F("done") + 1,
-                changed=F("changed") + int(outcome == "changed"),
-                failed=F("failed") + int(outcome in ("failed", "not_found")),
+                changed=F("changed") + int(outcome == repair.Outcome.CHANGED),
+                failed=F("failed")
+                + int(outcome in (repair.Outcome.FAILED, repair.Outcome.NOT_FOUND)),
             )
-    return {"outcome": outcome}
+    return {"outcome": str(outcome)}
+
+
+@task()
+def refresh_cards(sweep_id: int, order_ids: list[int]) -> dict[str, int]:
+    """refresh_card for a batch of the cards a reconciliation sweep claimed (source
+    `reconcile`), a few at a time; the outcomes are added up on the sweep."""
+    return repair.check_claimed(sweep_id, order_ids)
 
 
 @task()

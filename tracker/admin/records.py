@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from tracker import tasks
 from tracker.admin.common import ReadOnlyAdmin, pre, pretty_json
-from tracker.models import Acknowledgement, LookupAudit, Threshold, TimelineEvent
+from tracker.models import Acknowledgement, LookupAudit, Sweep, Threshold, TimelineEvent
 
 
 class _ByCardSearch:
@@ -112,3 +112,20 @@ class LookupAuditAdmin(ReadOnlyAdmin):
         # lets the first index find a card without its issuer.
         by_card = queryset.filter(issuer_id__in=settings.D1_ISSUER_IDS, card_id=term)
         return by_card | queryset.filter(username=term), False
+
+
+@admin.register(Sweep)
+class SweepAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at",
+        "finished_at",
+        "issuer_id",
+        "checked",
+        "repaired",
+        "not_found",
+        "failed",
+        "skipped",
+        "stop_reason",
+    ]
+    list_filter = ["stop_reason"]
+    ordering = ["-started_at", "-id"]

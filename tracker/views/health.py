@@ -13,8 +13,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
-from tracker import queries, serialize
+from tracker import queries, serialize, sweep
 from tracker.d1 import client
+from tracker.models import Sweep
 from tracker.views import HtmxHttpRequest
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,21 @@ def _breaker() -> dict | str:
         return "unknown"
 
 
+def _sweep_json(last: Sweep | None) -> dict | None:
+    if last is None:
+        return None
+    return {
+        "startedAt": serialize.instant(last.started_at),
+        "finishedAt": serialize.instant(last.finished_at),
+        "issuerId": last.issuer_id or None,
+        "checked": last.checked,
+        "repaired": last.repaired,
+        "notFound": last.not_found,
+        "failed": last.failed,
+        "stoppedEarly": last.stop_reason or None,
+    }
+
+
 @require_GET
 @vary_on_headers("HX-Request")
 @permission_required("tracker.work_queue", raise_exception=True)
@@ -80,11 +96,13 @@ def delivery(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    """No login, no secrets, no card data: database, D1 breaker, deliveries per issuer."""
+    """No login, no secrets, no card data: database, D1 breaker, deliveries per issuer, and
+    the last reconciliation sweep."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         health = _cached_delivery_health()
+        last_sweep = next(iter(sweep.recent(1)), None)
     except DatabaseError as e:
         logger.warning("healthz: database unavailable: %s", e.__class__.__name__)
         return JsonResponse({"status": "unavailable", "database": "unavailable"}, status=503)
@@ -96,5 +114,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
             "d1": {"breaker": _breaker()},
             "notifications": {h.issuer_id: _issuer_json(h, now) for h in health.issuers},
             "tokenEndpoint": {"authFailures24h": health.token_auth_failures},
+            "reconcile": {"lastSweep": _sweep_json(last_sweep)},
         }
     )

@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
-from tracker import attention, charts, queue, stages
+from tracker import attention, charts, queue, stages, sweep
 from tracker.attention import Reason
 from tracker.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 from tracker.models import CardOrder, RecheckBatch
@@ -91,7 +91,8 @@ def stuck(request: HtmxHttpRequest) -> HttpResponse:
     filters = form.filters()
     page = queue.stuck_orders(filters, cursor=form.cursor)
     template = "tracker/stuck.html"
-    if request.htmx and request.htmx.target == "stuck-table":
+    partial = bool(request.htmx and request.htmx.target == "stuck-table")
+    if partial:
         template += "#stuck-table"
     context = {
         "form": form,
@@ -102,6 +103,8 @@ def stuck(request: HtmxHttpRequest) -> HttpResponse:
         if page.next_cursor
         else "",
         "recheck_max": settings.TRACKER_RECHECK_MAX,
+        # The drift report: did the last sweeps find orders D1 knew more about?
+        "sweeps": [] if partial else sweep.recent(),
     }
     return render(request, template, context)
 

@@ -18,6 +18,9 @@ from tracker.sandbox.remote import SandboxRemote
 # reconciliation has something to repair.
 SANDBOX_SPEED = 120
 SANDBOX_DROP_SHARE = 0.05
+# The missed-notification sweep runs this often (its first sweep one interval after start, when
+# the sandbox knows the demo orders); the supervisors' page shows what it repaired.
+RECONCILE_EVERY = "2m"
 
 
 class Command(BaseCommand):
@@ -86,6 +89,7 @@ class Command(BaseCommand):
             ("sandbox", sandbox),
             ("worker-1", worker),
             ("worker-2", worker),
+            ("reconcile", ["reconcile", f"--every={RECONCILE_EVERY}"]),
         ]
 
     def _seed_sandbox(self, process: subprocess.Popen) -> None:
