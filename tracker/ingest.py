@@ -89,14 +89,18 @@ def apply_many(
     *,
     inbox: InboxItem | None = None,
     received_at: datetime | None = None,
+    checked_live: bool = False,
 ) -> list[Result]:
     """Apply operations in the order given, in one transaction, one result per operation.
+
+    `checked_live`: the operations are D1's answer to a live query, so the orders also record
+    that D1 was checked (and knows the card) in the same write.
 
     Inside a caller's transaction the operations join it (no savepoint: the caller retries the
     whole transaction, see in_retried_transaction); otherwise they get one of their own.
     """
     received_at = received_at or timezone.now()
-    apply = partial(_apply_locked, issuer_id, operations, source, inbox, received_at)
+    apply = partial(_apply_locked, issuer_id, operations, source, inbox, received_at, checked_live)
     if transaction.get_connection().in_atomic_block:
         return apply()
     return in_retried_transaction(apply)
@@ -129,6 +133,7 @@ def _apply_locked(
     source: Source,
     inbox: InboxItem | None,
     received_at: datetime,
+    checked_live: bool,
 ) -> list[Result]:
     tracked = [op for op in operations if op.operation in lifecycle.TRACKED_OPERATIONS]
     orders = _lock_orders(issuer_id, sorted({op.card_id for op in tracked}), received_at)
@@ -141,6 +146,8 @@ def _apply_locked(
             continue
         order = orders[op.card_id]
         dirty[order.pk] = order
+        if checked_live:
+            order.last_checked_at, order.unknown_to_d1 = received_at, False
         key = _dedup_key(op)
         duplicate = (order.pk, key) in seen
         live = source in _LIVE_SOURCES

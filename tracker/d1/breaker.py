@@ -12,6 +12,7 @@ only delays opening by one call, which is harmless; the probe slot uses cache.ad
 """
 
 import secrets
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +24,16 @@ from tracker.d1.errors import D1BreakerOpen
 
 _STATE = "tracker:d1:breaker"
 _PROBE = "tracker:d1:breaker:probe"
+_admitted = threading.local()
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 def admit(probe_seconds: float) -> str | None:
     """Let a call through or raise D1BreakerOpen; returns a probe ticket when this call probes."""
     state = cache.get(_STATE) or {}
+    # Remembered for record_success: when the breaker was closed and clean at admission, the
+    # call's success has nothing to reset, which saves a cache read on every good call.
+    _admitted.clean = not state
     opened_at = state.get("opened_at")
     if opened_at is None:
         return None
@@ -47,6 +52,8 @@ def admit(probe_seconds: float) -> str | None:
 
 def record_success(ticket: str | None) -> None:
     """D1 answered: close the breaker (writes only when it was not already closed and clean)."""
+    if ticket is None and getattr(_admitted, "clean", False):
+        return
     if ticket is not None or cache.get(_STATE):
         cache.delete_many([_STATE, _PROBE])
 

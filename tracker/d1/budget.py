@@ -3,15 +3,15 @@
 Each call reserves the next free moment and sleeps until it comes (GCRA: the reservations are
 spaced 1/rate apart), so calls never bunch up however many workers ask at once, and no
 one-second window ever holds more than the budget. The reservation is atomic: a Lua script in
-Redis when `REDIS_URL` is set, otherwise a locked row in the database (where the default cache
-lives too).
+Redis when `REDIS_URL` is set, otherwise one UPDATE … RETURNING of a row in the database (where
+the default cache lives too).
 """
 
 import time
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection
 
 from tracker.models import RateBudget
 
@@ -52,9 +52,18 @@ def _reserve_in_redis(name: str, now: float, interval: float) -> float:
 
 
 def _reserve_in_db(name: str, now: float, interval: float) -> float:
-    with transaction.atomic():
-        budget, _ = RateBudget.objects.select_for_update().get_or_create(name=name)
-        slot = max(budget.next_at, now)
-        budget.next_at = slot + interval
-        budget.save(update_fields=["next_at"])
-    return slot
+    # One statement, atomic on its own: the row's lock lasts only as long as the UPDATE.
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    table = RateBudget._meta.db_table
+    sql = (
+        f"UPDATE {table} SET next_at = {greatest}(next_at, %s) + %s WHERE name = %s"
+        " RETURNING next_at"
+    )
+    for _ in range(2):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [now, interval, name])
+            row = cursor.fetchone()
+        if row is not None:
+            return row[0] - interval
+        RateBudget.objects.get_or_create(name=name)  # the first reservation of this budget
+    raise RuntimeError(f"rate budget {name!r} could not be reserved")
