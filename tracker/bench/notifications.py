@@ -19,6 +19,7 @@ card in the state its operations lead to. The scenario's cards have an issuer of
 """
 
 import json
+import os
 import random
 import subprocess
 import time
@@ -187,9 +188,9 @@ class Sent:
 def run(ctx: procs.Context) -> ScenarioResult:
     result = ScenarioResult("notifications", issue=4)
     url = ctx.database_url
+    _forget_our_cards(url)  # a run that died half-way left its cards behind
     dataset = data.prepare(ctx, url, ctx.orders)
     result.details["dataset"] = dataset.as_json()
-    _forget_our_cards(url)
     workload = Workload(prefix=f"bn{int(time.time()) % 10**6:06d}")
     sent = Sent()
     with procs.running(ctx) as processes:
@@ -234,14 +235,15 @@ def run(ctx: procs.Context) -> ScenarioResult:
         P95_BUDGET,
         note=f"achieved {bulk['ops_per_second']:.0f} ops/s",
     )
-    for name in ("single", "bulk"):
+    for name, label in (("single-max", "1-op"), ("bulk-max", "50-op")):
         figures = result.details[name]
         result.check(
-            f"{name}: server p95 / app CPU per POST",
-            figures["server_ms"]["p95"],
-            "ms",
-            note=f"{figures['cpu_ms_per_post']['app']:.1f} ms app"
-            f" + {figures['cpu_ms_per_post']['database']:.1f} ms PostgreSQL CPU per POST",
+            f"{label} POSTs: cores / CPU per POST",
+            figures["cpu_bound_ops_per_second"],
+            "ops/s",
+            note=f"{figures['cpu_ms_per_post']['app']:.1f} ms gunicorn"
+            f" + {figures['cpu_ms_per_post']['database']:.1f} ms PostgreSQL CPU per POST;"
+            f" machine {figures['machine_busy_share']:.0%} busy",
         )
     problems = verify(url, sent)
     result.details["verification"] = problems
@@ -368,6 +370,7 @@ def figures(outcome: dict[str, Any], per_post: int, mode: str) -> dict[str, Any]
     cpu = outcome["cpu"]
     posts = max(len(rows), 1)
     wall = max(cpu["wall"], 1e-9)
+    server_cpu_ms = (cpu["app"] + cpu["database"]) * 1000 / posts
     return {
         "mode": mode,
         "posts": len(rows),
@@ -391,6 +394,11 @@ def figures(outcome: dict[str, Any], per_post: int, mode: str) -> dict[str, Any]
             "loadgen": round(cpu["loadgen"] / wall, 2),
         },
         "machine_busy_share": round(cpu["machine_busy_share"], 2),
+        # What the cores could do if gunicorn and PostgreSQL had them to themselves: a figure
+        # that other people's load on the machine does not move much.
+        "cpu_bound_ops_per_second": round(
+            (os.cpu_count() or 1) * 1000 / max(server_cpu_ms, 1e-9) * per_post, 1
+        ),
     }
 
 
@@ -447,6 +455,8 @@ def verify(url: str, sent: Sent) -> dict[str, Any]:
 def _forget_our_cards(url: str) -> None:
     """Delete what this scenario wrote (its own issuer), so the dataset stays as generated."""
     with db.connect(url) as conn:
+        if not conn.execute("SELECT to_regclass('tracker_cardorder')").fetchone()[0]:
+            return  # not migrated yet: nothing to forget
         conn.execute(
             "DELETE FROM tracker_timelineevent WHERE order_id IN"
             " (SELECT id FROM tracker_cardorder WHERE issuer_id = %s)",

@@ -98,6 +98,23 @@ class Client:
         return bench_id, answer
 
 
+def cpu_per_request(client: Client, url: str, paths: list[str]) -> dict[str, float]:
+    """Mean CPU milliseconds per request of the gunicorn workers and of PostgreSQL, one request
+    at a time: what a page costs whatever else the machine is doing."""
+    client.get(paths[0])  # connections open, nothing lazy left
+    app_pids, db_pids = client.web.pids(), db.backend_pids(url)
+    app, database = procs.cpu_seconds(app_pids), procs.cpu_seconds(db_pids)
+    for path in paths:
+        client.get(path)
+    app_used = procs.cpu_used(app, procs.cpu_seconds(app_pids))
+    db_used = procs.cpu_used(database, procs.cpu_seconds(db_pids))
+    client.web.server_ms()  # not part of any measurement
+    return {
+        "app": round(app_used * 1000 / len(paths), 1),
+        "database": round(db_used * 1000 / len(paths), 1),
+    }
+
+
 def sample_paths(url: str, kinds_rounds: int, seed: int) -> dict[str, list[str]]:
     """For each kind, `kinds_rounds` request paths drawn from random orders of this database."""
     rng = random.Random(seed)
@@ -132,6 +149,7 @@ def run(ctx: procs.Context) -> ScenarioResult:
     base = data.prepare(ctx, base_url, base_orders)
     result.details["datasets"] = {"main": big.as_json(), "baseline": base.as_json()}
     rounds = 15 if ctx.quick else 150
+    cpu_rounds = 5 if ctx.quick else 30
     with procs.running(ctx) as processes:
         sandbox = procs.start_sandbox(ctx, processes)
         webs = {
@@ -140,11 +158,15 @@ def run(ctx: procs.Context) -> ScenarioResult:
         }
         clients = {name: Client(web, login(web, "bench-agent")) for name, web in webs.items()}
         paths = {
-            "main": sample_paths(ctx.database_url, rounds + 3, seed=5),
+            "main": sample_paths(ctx.database_url, rounds + 3 + cpu_rounds, seed=5),
             "baseline": sample_paths(base_url, rounds + 3, seed=5),
         }
         ctx.log(f"pages: {rounds} rounds of {len(KINDS)} kinds on both servers")
         times, statuses = _measure(clients, paths, rounds, seed=11)
+        cpu = {
+            kind: cpu_per_request(clients["main"], ctx.database_url, kind_paths[-cpu_rounds:])
+            for kind, kind_paths in paths["main"].items()
+        }
         sandbox.remote.set_faults(latency_ms=D1_LATENCY_MS)
         slow_d1 = _card_pages(clients["main"], paths["main"]["card page"], rounds)
         sandbox.remote.set_faults()
@@ -153,7 +175,8 @@ def run(ctx: procs.Context) -> ScenarioResult:
     result.details["statuses"] = statuses
     result.details["rounds"] = rounds
     result.details["card_page_with_slow_d1_ms"] = summary(slow_d1)
-    _checks(result, by_kind, big.orders, base.orders, slow_d1)
+    result.details["cpu_ms_per_request"] = cpu
+    _checks(result, by_kind, big.orders, base.orders, slow_d1, cpu)
     return result
 
 
@@ -203,6 +226,7 @@ def _checks(
     orders: int,
     base_orders: int,
     slow_d1: list[float],
+    cpu: dict[str, dict[str, float]],
 ) -> None:
     size = f"{orders:,} orders"
     card = by_kind["card page"]
@@ -239,11 +263,28 @@ def _checks(
         P95_BUDGET,
         note="first render never waits for D1",
     )
-    lines = [f"{'kind':<36} {'p50 main':>9} {'p95 main':>9} {'p95 base':>9} {'ratio':>6}"]
+    result.check(
+        "card page CPU per request",
+        cpu["card page"]["app"],
+        "ms",
+        note=f"gunicorn; PostgreSQL {cpu['card page']['database']} ms",
+    )
+    heaviest = max(searches, key=lambda kind: cpu[kind]["app"])
+    result.check(
+        "search CPU per request, heaviest kind",
+        cpu[heaviest]["app"],
+        "ms",
+        note=f"{heaviest.removeprefix('search ')}; PostgreSQL {cpu[heaviest]['database']} ms",
+    )
+    lines = [
+        f"{'server ms (cpu ms)':<32} {'p50 main':>9} {'p95 main':>9} {'p95 base':>9}"
+        f" {'ratio':>6} {'cpu app':>8} {'cpu db':>7}"
+    ]
     for kind, times in by_kind.items():
         lines.append(
-            f"{kind:<36} {times['main']['p50']:>9} {times['main']['p95']:>9}"
+            f"{kind:<32} {times['main']['p50']:>9} {times['main']['p95']:>9}"
             f" {times['baseline']['p95']:>9} {_ratio(times):>6}"
+            f" {cpu[kind]['app']:>8} {cpu[kind]['database']:>7}"
         )
     result.notes.extend(lines)
 

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from tracker.bench import data, db, http, procs
-from tracker.bench.pages import Client, login
+from tracker.bench.pages import Client, cpu_per_request, login
 from tracker.bench.report import ScenarioResult, summary
 
 P95_BUDGET = 150.0  # milliseconds
@@ -55,6 +55,7 @@ def run(ctx: procs.Context) -> ScenarioResult:
         ctx.log(f"queue: first pages, {rounds} rounds")
         pages = _first_pages(client, rounds)
         overview = _overview(client, url, 3 if ctx.quick else 10)
+        cpu = cpu_per_request(client, url, ["/stuck/"] * (5 if ctx.quick else 30))
         processes.stop(web.process)
         ctx.log(f"queue: export of {export_rows:,} rows")
         widened = _widen(url, export_rows)
@@ -64,7 +65,9 @@ def run(ctx: procs.Context) -> ScenarioResult:
         finally:
             _restore(url)
     export["widened_orders"] = widened
-    result.details.update(first_pages=pages, overview_ms=overview, export=export)
+    result.details.update(
+        first_pages=pages, overview_ms=overview, export=export, cpu_ms_per_first_page=cpu
+    )
     default = pages["default view"]
     result.check(
         "/stuck/ first page p95",
@@ -72,6 +75,12 @@ def run(ctx: procs.Context) -> ScenarioResult:
         "ms",
         P95_BUDGET,
         note=f"{dataset.needing_attention:,} of {dataset.orders:,} orders need attention",
+    )
+    result.check(
+        "/stuck/ first page CPU per request",
+        cpu["app"],
+        "ms",
+        note=f"gunicorn; PostgreSQL {cpu['database']} ms",
     )
     slowest = max(pages, key=lambda name: pages[name]["p95"] or 0)
     result.check("/stuck/ slowest variant p95", pages[slowest]["p95"], "ms", note=slowest)
