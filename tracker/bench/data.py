@@ -470,8 +470,10 @@ def prepare(ctx: Context, url: str, orders: int) -> Dataset:
     """Create and migrate the database, make sure it holds `orders` orders and the bench users;
     once per run and database."""
     if url not in ctx.datasets:
-        if db.ensure_database(url):
+        created = db.ensure_database(url)
+        if created:
             ctx.log(f"created database {db.name_of(url)}")
+        db.claim(url, created)
         db.migrate(ctx.python, str(ctx.base_dir), ctx.env(url, "http://127.0.0.1:9"))
         ctx.log(f"{db.name_of(url)}: preparing {orders:,} orders (reused when already there)")
         dataset = ensure(url, orders, fresh=ctx.fresh_data)

@@ -46,6 +46,22 @@ def ensure_database(url: str) -> bool:
         return True
 
 
+def claim(url: str, created: bool) -> None:
+    """Refuse a database the bench did not make that already holds orders: someone else's."""
+    if created:
+        return
+    with connect(url) as conn:
+        ours = conn.execute("SELECT to_regclass('bench_dataset')").fetchone()[0]
+        orders = conn.execute("SELECT to_regclass('tracker_cardorder')").fetchone()[0]
+        if ours or not orders:
+            return
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM tracker_cardorder)").fetchone()[0]:
+            raise ValueError(
+                f"{name_of(url)} holds orders the benchmark did not write; drop it, or point"
+                " BENCH_DATABASE_URL at another tracker_bench* database"
+            )
+
+
 def migrate(python: str, base_dir: str, env: Mapping[str, str]) -> None:
     """`manage.py migrate` in a child process with the server's environment."""
     subprocess.run(

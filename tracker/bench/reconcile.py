@@ -73,7 +73,7 @@ def measure(
     budget = DURATION_BUDGET * cards / CARDS
     workers = workers or ctx.reconcile_workers or DEFAULT_WORKERS
     url = db.derived(ctx.database_url, "reconcile")
-    db.ensure_database(url)
+    db.claim(url, db.ensure_database(url))
     with procs.running(ctx) as processes:
         sandbox = procs.start_sandbox(ctx, processes, "reconcile-sandbox")
         db.migrate(ctx.python, str(ctx.base_dir), ctx.env(url, sandbox.url))

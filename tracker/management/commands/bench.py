@@ -100,7 +100,7 @@ class Command(BaseCommand):
             reconcile_workers=options["reconcile_workers"],
         )
         try:
-            db.ensure_database(url)
+            db.claim(url, db.ensure_database(url))
         except Exception as e:
             raise CommandError(f"cannot prepare {db.name_of(url)}: {e}") from None
         if ctx.profile:
