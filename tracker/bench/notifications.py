@@ -167,7 +167,7 @@ class Phase:
 
 
 def phases(quick: bool) -> list[Phase]:
-    measured, saturated = (6.0, 4.0) if quick else (30.0, 15.0)
+    measured, saturated = (4.0, 3.0) if quick else (30.0, 15.0)
     return [
         Phase("warm-up", "open", 50, 20, 3.0, 8, new_share=1.0),
         Phase("single", "open", 1, SINGLE_BUDGET, measured, 64),
@@ -244,6 +244,18 @@ def run(ctx: procs.Context) -> ScenarioResult:
             note=f"{figures['cpu_ms_per_post']['app']:.1f} ms gunicorn"
             f" + {figures['cpu_ms_per_post']['database']:.1f} ms PostgreSQL CPU per POST;"
             f" machine {figures['machine_busy_share']:.0%} busy",
+        )
+    result.notes.append(
+        f"{'phase':<11} {'POSTs':>6} {'ops/s':>7} {'answer p50':>10} {'p95':>7} {'server p95':>10}"
+        f" {'CPU cores: app':>14} {'db':>5} {'loadgen':>7} {'machine busy':>12}"
+    )
+    for phase in phases(ctx.quick):
+        f = result.details[phase.name]
+        share = f["cpu_share_of_one_core"]
+        result.notes.append(
+            f"{phase.name:<11} {f['posts']:>6} {f['ops_per_second']:>7} {f['answer_ms']['p50']:>10}"
+            f" {f['answer_ms']['p95']:>7} {f['server_ms']['p95']:>10} {share['app']:>14}"
+            f" {share['database']:>5} {share['loadgen']:>7} {f['machine_busy_share']:>12.0%}"
         )
     problems = verify(url, sent)
     result.details["verification"] = problems

@@ -148,7 +148,7 @@ def run(ctx: procs.Context) -> ScenarioResult:
     big = data.prepare(ctx, ctx.database_url, ctx.orders)
     base = data.prepare(ctx, base_url, base_orders)
     result.details["datasets"] = {"main": big.as_json(), "baseline": base.as_json()}
-    rounds = 15 if ctx.quick else 150
+    rounds = 10 if ctx.quick else 150
     cpu_rounds = 5 if ctx.quick else 30
     with procs.running(ctx) as processes:
         sandbox = procs.start_sandbox(ctx, processes)

@@ -45,7 +45,7 @@ def run(ctx: procs.Context) -> ScenarioResult:
     url = ctx.database_url
     dataset = data.prepare(ctx, url, ctx.orders)
     result.details["dataset"] = dataset.as_json()
-    rounds = 15 if ctx.quick else 100
+    rounds = 10 if ctx.quick else 100
     export_rows = min(EXPORT_ROWS, ctx.orders // 10)
     _restore(url)  # a run that died half-way left widened orders behind
     with procs.running(ctx) as processes:

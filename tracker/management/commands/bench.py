@@ -122,6 +122,7 @@ class Command(BaseCommand):
             )
             for line in result.notes:
                 self.stdout.write(f"  {line}")
+        self.stdout.write("\n" + _machine_line(machine))
         if ctx.profile:
             self.stdout.write(_profile_summary(out_dir / "profiles"))
         document = {
@@ -158,6 +159,19 @@ class Command(BaseCommand):
         if result.status == "skipped":
             ctx.log(f"{name} skipped: {result.reason}")
         return result
+
+
+def _machine_line(machine: dict[str, Any]) -> str:
+    packages = machine["packages"]
+    pg = machine["postgresql_settings"]
+    return (
+        f"Machine: {machine['cores']} cores {machine['cpu_model']}, {machine['memory_gib']} GiB,"
+        f" load at start {machine['loadavg']}; Python {machine['python']}, Django"
+        f" {packages['django']}, gunicorn {packages['gunicorn']}, psycopg {packages['psycopg']},"
+        f" PostgreSQL {machine['postgresql'].split()[0]} (shared_buffers {pg['shared_buffers']},"
+        f" synchronous_commit {pg['synchronous_commit']}, jit {pg['jit']});"
+        f" commit {machine['commit']}{' + changes' if machine['dirty'] else ''}"
+    )
 
 
 def _one_line(error: Exception) -> str:
