@@ -358,7 +358,8 @@ def generate(conn: psycopg.Connection, orders: int) -> datetime:
         conn.execute("SET LOCAL jit = off")
         # Consistent by construction: skip the per-row foreign key triggers during the load.
         conn.execute("SET LOCAL session_replication_role = replica")
-        conn.execute(f"TRUNCATE {', '.join(_TRUNCATED)} RESTART IDENTITY")
+        # CASCADE: whatever else refers to the orders (sweep claims, …) goes with them.
+        conn.execute(f"TRUNCATE {', '.join(_TRUNCATED)} RESTART IDENTITY CASCADE")
         indexes = _droppable_indexes(conn)
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"')

@@ -55,7 +55,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--reconcile-workers",
             type=int,
-            help="db_worker processes for the reconcile scenario (default 8)",
+            help="db_worker processes for the reconcile scenario (default 3)",
         )
         parser.add_argument(
             "--fresh-data", action="store_true", help="generate the datasets even if present"
