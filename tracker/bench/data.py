@@ -284,7 +284,7 @@ FROM (
 ) AS events
 """
 
-_MARKER = """
+MARKER = """
 CREATE TABLE IF NOT EXISTS bench_dataset (
     name text PRIMARY KEY, orders bigint NOT NULL, version int NOT NULL,
     generated_at timestamptz NOT NULL, seconds float8 NOT NULL
@@ -320,7 +320,7 @@ def ensure(url: str, orders: int, *, max_age_hours: float = 12.0, fresh: bool = 
     generator version and younger than `max_age_hours` (the clock moves orders into the queue),
     generated again otherwise."""
     with db.connect(url) as conn:
-        conn.execute(_MARKER)
+        conn.execute(MARKER)
         row = conn.execute(
             "SELECT orders, version, generated_at, seconds,"
             " extract(epoch FROM now() - generated_at) / 3600 FROM bench_dataset"

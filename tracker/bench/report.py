@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PASS, FAIL, INFO, SKIP = "PASS", "FAIL", "info", "SKIP"
+PASS, FAIL, INFO, SKIP, ERROR = "PASS", "FAIL", "info", "SKIP", "ERROR"
 
 
 @dataclass
@@ -148,7 +148,8 @@ def table(results: list[ScenarioResult]) -> str:
     rows = [("scenario", "check", "measured", "budget", "verdict")]
     for result in results:
         if result.status != "ran":
-            rows.append((result.name, f"{result.status}: {result.reason}", "", "", SKIP))
+            verdict = SKIP if result.status == "skipped" else ERROR
+            rows.append((result.name, f"{result.status}: {result.reason}", "", "", verdict))
             continue
         for check in result.checks:
             measured = f"{_figure(check.value)} {check.unit}".strip()

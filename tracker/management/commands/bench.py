@@ -29,7 +29,8 @@ class Command(BaseCommand):
     help = (
         "Measure Tracker against the speed budgets of issues 4-7 with real processes (gunicorn,"
         " the D1 sandbox, db_worker) on a PostgreSQL database of its own (BENCH_DATABASE_URL)."
-        " Prints a table and writes var/bench/results.json; exit 1 if a budget failed."
+        " Prints a table and writes var/bench/results.json; exit 1 if a budget or a scenario"
+        " failed."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -141,7 +142,8 @@ class Command(BaseCommand):
         }
         written = report.write_json(options["output"] or out_dir / "results.json", document)
         self.stdout.write(f"Results: {written[0]} (and {written[1].name})")
-        if any(check.verdict == report.FAIL for result in results for check in result.checks):
+        failed = any(check.verdict == report.FAIL for r in results for check in r.checks)
+        if failed or any(result.status == "failed" for result in results):
             raise SystemExit(1)
 
     def _run(
