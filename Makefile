@@ -74,7 +74,7 @@ demo: venv
 	DJANGO_DEBUG=1 $(PY) manage.py demo
 
 bench: venv postgres
-	$(PY) manage.py bench
+	DJANGO_DEBUG=1 $(PY) manage.py bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var test-artifacts node_modules
