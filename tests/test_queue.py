@@ -306,3 +306,24 @@ def test_supervisors_see_thresholds_but_cannot_change_them(client, supervisor):
 def test_times_are_compared_as_instants(many_orders):
     fixed = datetime(2030, 1, 1, tzinfo=UTC)
     assert all(row.reasons for row in queue.stuck_orders(queue.Filters(), now=fixed).rows)
+
+
+def test_the_acknowledge_form_comes_on_demand_with_and_without_javascript(client, supervisor):
+    orders = a_queue()
+    url = reverse("tracker:stuck_acknowledge", args=[orders["late"].pk])
+    fragment = client.get(url + "?next=/stuck/%3Freason%3Dlate", headers={"HX-Request": "true"})
+    html = fragment.content.decode()
+    assert html.lstrip().startswith('<form class="ack-form"') and "<html" not in html
+    assert 'name="next" value="/stuck/?reason=late"' in html
+    page = client.get(url + "?next=https://evil.example/").content.decode()
+    assert "<html" in page
+    assert 'name="next" value="/stuck/"' in page and 'href="https://evil' not in page
+
+
+def test_an_ended_snooze_is_woken_so_the_indexed_queue_sees_the_order(client, supervisor):
+    orders = a_queue()
+    CardOrder.objects.filter(pk=orders["late"].pk).update(
+        muted_until=timezone.now() - timedelta(minutes=1)
+    )
+    assert "crd-late" in cards_on(client.get(STUCK))
+    assert CardOrder.objects.get(pk=orders["late"].pk).muted_until is None

@@ -59,6 +59,10 @@ def _pattern_index(field: str) -> models.Index:
     )
 
 
+# Orders that may need attention and are not acknowledged or snoozed (tracker/attention.py).
+_OPEN = Q(attention_since__isnull=False, muted_until__isnull=True)
+
+
 class CardOrder(models.Model):
     """One physical card order, keyed by (issuerId, cardId), as D1 last told us about it."""
 
@@ -194,18 +198,10 @@ class CardOrder(models.Model):
             _pattern_index("tracking_number"),
             _pattern_index("input_file_name"),
             _pattern_index("customer_reference"),
-            # The sweep and the queue: non-terminal orders by age of their last event.
-            models.Index(
-                fields=["last_event_at"], condition=Q(terminal=False), name="order_open_by_silence"
-            ),
-            models.Index(
-                fields=["late_after"], condition=Q(terminal=False), name="order_open_by_due"
-            ),
-            models.Index(
-                fields=["attention_since", "id"],
-                condition=Q(attention_since__isnull=False),
-                name="order_attention",
-            ),
+            # The queue's default view (attention_since <= now, not muted) read in its two main
+            # orders: each first page is a short range scan, however many orders there are.
+            models.Index(fields=["attention_since", "id"], condition=_OPEN, name="order_queue"),
+            models.Index(fields=["late_after", "id"], condition=_OPEN, name="order_queue_due"),
             models.Index(
                 fields=["silent_after"],
                 condition=Q(silent_after__isnull=False),
@@ -282,7 +278,10 @@ class InboxItem(models.Model):
 class TimelineEvent(models.Model):
     """One distinct event for an order: a D1 operation object or an administrator's change."""
 
-    order = models.ForeignKey(CardOrder, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the unique (order, content_hash) constraint leads with the order.
+    order = models.ForeignKey(
+        CardOrder, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     # Dedup key of the content (REFERENCE §4); unique per order so duplicates never double up.
     content_hash = models.CharField(max_length=64)
     source = models.CharField(_("source"), max_length=16, choices=Source.choices)
@@ -309,7 +308,6 @@ class TimelineEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["order", "content_hash"], name="event_order_hash_uniq")
         ]
-        indexes = [models.Index(fields=["order", "received_at"], name="event_order_received")]
 
     def __str__(self) -> str:
         return f"{self.order_id} {self.status or self.source} ({self.verdict})"

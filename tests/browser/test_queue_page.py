@@ -63,7 +63,7 @@ def test_a_supervisor_filters_opens_a_timeline_and_re_checks_with_d1(
     page.get_by_label("Reason", exact=True).select_option("late")
     expect(table).to_contain_text("crd-q-late")
     row = page.locator("#stuck-table tbody", has_text="crd-q-late")
-    row.get_by_role("button", name="Timeline").click()
+    row.get_by_role("link", name="Timeline").click()
     expect(row.locator("tr.detail")).to_contain_text("In production")
 
     page.get_by_label("Select all on this page").check()
@@ -83,6 +83,15 @@ def test_a_supervisor_filters_opens_a_timeline_and_re_checks_with_d1(
     )
     assert CardOrder.objects.get(card_id="crd-q-late").stage == "CARD_SHIPPED"
 
+    # Acknowledge the order D1 failed: its form comes on demand, and the row leaves the queue.
+    page.get_by_label("Reason", exact=True).select_option("exception")
+    row = page.locator("#stuck-table tbody", has_text="crd-q-bad")
+    row.get_by_role("link", name="Acknowledge or snooze").click()
+    row.get_by_label("Note").fill("Re-ordered by the branch")
+    row.get_by_role("button", name="Acknowledge").click()
+    expect(page.locator("#stuck-table")).not_to_contain_text("crd-q-bad")
+    assert CardOrder.objects.get(card_id="crd-q-bad").muted_until is not None
+
 
 def test_the_queue_has_no_serious_accessibility_violations(
     live_server, chromium, supervisor_login, queue_orders, artifacts
@@ -93,9 +102,10 @@ def test_the_queue_has_no_serious_accessibility_violations(
     log_in(page, live_server.url, supervisor_login, path="/stuck/")
     expect(page.locator("#stuck-glance")).to_contain_text("orders need attention")
     row = page.locator("#stuck-table tbody", has_text="crd-q-late")
-    row.get_by_role("button", name="Timeline").click()
+    row.get_by_role("link", name="Timeline").click()
     expect(row.locator("tr.detail")).to_contain_text("In production")
-    row.get_by_text("Acknowledge or snooze").click()
+    row.get_by_role("link", name="Acknowledge or snooze").click()
+    expect(row.get_by_label("Note")).to_be_visible()
     problems = serious_accessibility_violations(page)
     page.screenshot(path=str(artifacts / "queue.png"), full_page=True)
     context.close()

@@ -2,6 +2,7 @@
 
 import csv
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, time
 
 from django.conf import settings
@@ -11,15 +12,17 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
 from tracker import attention, charts, queue, stages, sweep
 from tracker.attention import Reason
 from tracker.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 from tracker.models import CardOrder, RecheckBatch
+from tracker.templatetags.tracker import ago
 from tracker.views import HtmxHttpRequest
 
 
@@ -41,6 +44,62 @@ def _glance_charts(glance: dict) -> dict:
         "ages": charts.vertical(ages),
         "funnel": charts.horizontal(funnel, extra=[stuck for _, _, stuck in glance["funnel"]]),
     }
+
+
+@dataclass(frozen=True)
+class _RowView:
+    """One queue row ready to print: the table has 50 of them, so the template only outputs."""
+
+    pk: int
+    card_id: str
+    issuer_id: str
+    card_url: str
+    stage: stages.Situation
+    unrecognized_status: str
+    reasons: list[Reason]
+    due: str
+    last_event_at: datetime | None
+    last_event_ago: str
+    site: str
+    acknowledgement: str
+    muted: bool
+
+
+def _row_views(page: queue.Page) -> list[_RowView]:
+    views = []
+    for row in page.rows:
+        order, ack = row.order, row.acknowledgement
+        if order.due_at:
+            due = date_format(timezone.localtime(order.due_at), "Y-m-d H:i")
+        else:
+            due = order.due_date.isoformat() if order.due_date else "—"
+        views.append(
+            _RowView(
+                pk=order.pk,
+                card_id=order.card_id,
+                issuer_id=order.issuer_id,
+                card_url=reverse("tracker:card_detail", args=[order.issuer_id, order.card_id]),
+                stage=stages.stage_situation(order.stage),
+                unrecognized_status=order.unrecognized_status,
+                reasons=row.reasons,
+                due=due,
+                last_event_at=order.last_event_at,
+                last_event_ago=ago(order.last_event_at, page.now),
+                site=order.production_site or "—",
+                acknowledgement=_acknowledgement_text(ack) if ack else "",
+                muted=order.muted_until is not None,
+            )
+        )
+    return views
+
+
+def _acknowledgement_text(ack) -> str:
+    text = _("%(kind)s by %(who)s on %(when)s") % {
+        "kind": ack.get_kind_display(),
+        "who": ack.user,
+        "when": date_format(timezone.localtime(ack.created_at), "Y-m-d H:i"),
+    }
+    return f"{text}: {ack.note}" if ack.note else text
 
 
 class _Echo:
@@ -98,6 +157,7 @@ def stuck(request: HtmxHttpRequest) -> HttpResponse:
         "form": form,
         "filters": filters,
         "page": page,
+        "rows": _row_views(page),
         "query": urlencode(filters.as_query()),
         "next_query": urlencode(filters.as_query(after=page.next_cursor))
         if page.next_cursor
@@ -140,10 +200,19 @@ def stuck_timeline(request: HttpRequest, order_id: int) -> HttpResponse:
     return render(request, "tracker/stuck.html#row-detail", context)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @permission_required("tracker.work_queue", raise_exception=True)
 def stuck_acknowledge(request: HtmxHttpRequest, order_id: int) -> HttpResponse:
     order = get_object_or_404(CardOrder, pk=order_id)
+    if request.method == "GET":
+        # The form comes on demand: rendering one per row would cost the table dearly.
+        template = "tracker/acknowledge.html"
+        if request.htmx:
+            template += "#acknowledge-form"
+        back = request.GET.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}):
+            back = reverse("tracker:stuck")
+        return render(request, template, {"order": order, "next": back})
     form = AcknowledgeForm(request.POST)
     if not form.is_valid():
         errors = "; ".join(str(e) for errors in form.errors.values() for e in errors)
