@@ -137,6 +137,7 @@ def _apply_locked(
 ) -> list[Result]:
     tracked = [op for op in operations if op.operation in lifecycle.TRACKED_OPERATIONS]
     orders = _lock_orders(issuer_id, sorted({op.card_id for op in tracked}), received_at)
+    loaded = {order.pk: {f: getattr(order, f) for f in _SAVED_FIELDS} for order in orders.values()}
     seen = _known_keys(orders.values(), {_dedup_key(op) for op in tracked})
     results, events, dirty = [], [], {}
     limits = attention.thresholds()
@@ -174,7 +175,11 @@ def _apply_locked(
         results.append(Result(DUPLICATE if duplicate else verdict, order.pk, changed))
     TimelineEvent.objects.bulk_create(events)
     if len(dirty) == 1:
-        next(iter(dirty.values())).save(update_fields=_SAVED_FIELDS)
+        # One order (most notifications): write only the columns that changed.
+        order = next(iter(dirty.values()))
+        changed_fields = [f for f in _SAVED_FIELDS if getattr(order, f) != loaded[order.pk][f]]
+        if changed_fields:
+            order.save(update_fields=changed_fields)
     elif dirty:
         _write_back(list(dirty.values()))
     return results
