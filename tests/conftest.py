@@ -1,5 +1,6 @@
 import base64
 import copy
+import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 
 from tracker.d1.schema import Operation, parse_body, parse_operation
@@ -53,6 +55,17 @@ def op(stage: str | None = "CARD_PROD_REQUESTED", **overrides: Any) -> Operation
 
 def body_operations(body: bytes) -> list[Operation]:
     return [parse_operation(item) for item in parse_body(body)]
+
+
+def run_command(*args: str) -> tuple[int, str, str]:
+    """Run a management command in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command(*args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -127,6 +140,7 @@ def agent(db):
 @pytest.fixture
 def agent_client(client, agent):
     client.force_login(agent)
+    agent.get_all_permissions()  # warm the shared permission cache, as any earlier page would
     return client
 
 

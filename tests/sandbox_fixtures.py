@@ -11,6 +11,7 @@ Registered for every test module by tests/conftest.py:
   breaker) and fresh pooled clients. Needs the database: the cache is Django's database cache.
 """
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,20 @@ class D1Key:
 def card(card_id: str, **spec: Any) -> dict[str, Any]:
     """A seed spec for SandboxRemote.seed(): `card("crd-1", stage="CARD_SHIPPED")`."""
     return {"issuerId": ISSUER, "cardId": card_id, **spec}
+
+
+def child_env(database_url: str, sandbox, d1_key: D1Key, **settings: str) -> dict[str, str]:
+    """The environment of a Tracker process (worker, command) that talks to this sandbox."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url,
+        "D1_BASE_URL": sandbox.base_url,
+        "D1_TOKEN_URL": sandbox.token_url,
+        "D1_JWT_PRIVATE_KEY_FILE": str(d1_key.private_key_file),
+        "D1_JWT_KID": d1_key.kid,
+        **settings,
+    }
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ cannot produce the answer)."""
 
 import email.utils
 import logging
-import os
 import re
 import ssl
 import subprocess
@@ -15,7 +14,7 @@ import httpx
 import pytest
 import trustme
 
-from tests.sandbox_fixtures import ISSUER, card
+from tests.sandbox_fixtures import ISSUER, card, child_env
 from tracker.d1 import breaker
 from tracker.d1.client import (
     D1BadResponse,
@@ -153,15 +152,7 @@ def test_another_process_reuses_the_token_this_one_fetched(d1, d1_key, sandbox, 
     result = subprocess.run(
         [sys.executable, "-c", script],
         cwd=ROOT,
-        env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": database_url,
-            "D1_BASE_URL": sandbox.base_url,
-            "D1_TOKEN_URL": sandbox.token_url,
-            "D1_JWT_PRIVATE_KEY_FILE": str(d1_key.private_key_file),
-            "D1_JWT_KID": d1_key.kid,
-        },
+        env=child_env(database_url, sandbox, d1_key),
         capture_output=True,
         text=True,
         timeout=60,

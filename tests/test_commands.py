@@ -1,4 +1,3 @@
-import io
 import json
 import os
 import subprocess
@@ -6,25 +5,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 
 from tests.conftest import EXAMPLES, ISSUER
+from tests.conftest import run_command as run
 from tracker.models import InboxItem
 
 pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).resolve().parent.parent
 CARD = "crd-ev-2025-000731"
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def ingest_all() -> str:

@@ -1,16 +1,14 @@
 """Live refresh (tracker/live.py) and `card_status --live` against the sandbox."""
 
-import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 
-from tests.sandbox_fixtures import ISSUER, card
+from tests.conftest import run_command as run
+from tests.sandbox_fixtures import ISSUER, card, child_env
 from tracker import live
 from tracker.d1.client import D1NotFound, D1Unavailable
 from tracker.models import CardOrder, Source, TimelineEvent, Verdict
@@ -18,16 +16,6 @@ from tracker.models import CardOrder, Source, TimelineEvent, Verdict
 pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_a_refresh_applies_what_d1_says_through_the_ingest(d1):
@@ -144,16 +132,7 @@ def test_card_status_live_json_keeps_stdout_pure_json_in_a_real_process(
     d1, d1_key, sandbox, database_url
 ):
     d1.seed(card("crd-cmd-3", stage="CARD_PROD_DONE"))
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": database_url,
-        "D1_BASE_URL": sandbox.base_url,
-        "D1_TOKEN_URL": sandbox.token_url,
-        "D1_JWT_PRIVATE_KEY_FILE": str(d1_key.private_key_file),
-        "D1_JWT_KID": d1_key.kid,
-        "DJANGO_LOG_LEVEL": "INFO",
-    }
+    env = child_env(database_url, sandbox, d1_key, DJANGO_LOG_LEVEL="INFO")
 
     def manage(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -1,6 +1,5 @@
 """Bulk re-check from the queue: tasks through a real `db_worker` against the sandbox."""
 
-import os
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import ISSUER, op
-from tests.sandbox_fixtures import card
+from tests.sandbox_fixtures import card, child_env
 from tracker import ingest, roles
 from tracker.d1 import budget
 from tracker.models import CardOrder, RecheckBatch, Source
@@ -24,16 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def worker_env(database_url: str, sandbox, d1_key) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": database_url,
-        "D1_BASE_URL": sandbox.base_url,
-        "D1_TOKEN_URL": sandbox.token_url,
-        "D1_JWT_PRIVATE_KEY_FILE": str(d1_key.private_key_file),
-        "D1_JWT_KID": d1_key.kid,
-        "D1_BACKGROUND_RETRIES": "0",
-    }
+    return child_env(database_url, sandbox, d1_key, D1_BACKGROUND_RETRIES="0")
 
 
 def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ is enqueued, on one thread), so they run on SQLite too. The worker tests at the 
 
 import io
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from tests.conftest import ISSUER, make_operation, op
-from tests.sandbox_fixtures import card
+from tests.sandbox_fixtures import card, child_env
 from tracker import env, ingest, roles, serialize, sweep
 from tracker.d1 import breaker
 from tracker.models import CardOrder, Source, Sweep, SweepClaim, TimelineEvent
@@ -459,17 +458,7 @@ def test_sweeps_are_read_only_in_the_admin_site(client):
 
 
 def worker_env(database_url: str, sandbox, d1_key, **settings: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": database_url,
-        "D1_BASE_URL": sandbox.base_url,
-        "D1_TOKEN_URL": sandbox.token_url,
-        "D1_JWT_PRIVATE_KEY_FILE": str(d1_key.private_key_file),
-        "D1_JWT_KID": d1_key.kid,
-        "D1_BACKGROUND_RETRIES": "0",
-        **settings,
-    }
+    return child_env(database_url, sandbox, d1_key, D1_BACKGROUND_RETRIES="0", **settings)
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.Popen:

@@ -129,7 +129,7 @@ def test_like_wildcards_in_a_query_match_only_themselves(agent_client, q):
 def test_a_query_longer_than_any_key_finds_nothing_without_asking_the_database(
     agent_client, django_assert_num_queries
 ):
-    with django_assert_num_queries(4):  # session, user, and the two permission reads
+    with django_assert_num_queries(3):  # session, user, and the cached permissions
         response = agent_client.get(SEARCH, {"q": "k" * 256})
     assertContains(response, "No card in Tracker matches")
 
@@ -151,10 +151,10 @@ def test_an_htmx_search_with_one_match_redirects_the_browser(agent_client, order
 @pytest.mark.parametrize(
     ("q", "queries_run"),
     [
-        ("", 4),  # session, user, user permissions, group permissions
-        ("crd-find-000731", 5),  # + the exact search
-        ("crd-find", 6),  # + the prefix search
-        ("crd-nothing", 6),
+        ("", 3),  # session, user, the permissions from the shared cache
+        ("crd-find-000731", 4),  # + the exact search
+        ("crd-find", 5),  # + the prefix search
+        ("crd-nothing", 5),
     ],
 )
 def test_search_runs_a_fixed_number_of_queries(
@@ -170,7 +170,7 @@ def test_the_list_costs_the_same_for_fifty_cards(agent_client, django_assert_num
         CardOrder(issuer_id=ISSUER, card_id=f"crd-n-{n:03d}", stage="CARD_SHIPPED")
         for n in range(60)
     )
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(5):
         agent_client.get(SEARCH, {"q": "crd-n-"})
 
 

@@ -8,6 +8,8 @@ class TrackerConfig(AppConfig):
     verbose_name = _("Tracker")
 
     def ready(self) -> None:
+        from tracker import auth  # noqa: F401 - connects the permission cache's signals
+
         post_migrate.connect(_sync_groups, sender=self)
 
 
