@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 from django.utils import timezone
 
 from tracker import ingest
@@ -36,9 +36,12 @@ class Report:
 
 
 def store(issuer_id: str, body: bytes, headers: dict[str, str]) -> InboxItem:
-    """Save the body in its own transaction, before anything can fail on its content."""
-    with transaction.atomic():
-        return InboxItem.objects.create(issuer_id=issuer_id, body=bytes(body), headers=headers)
+    """Save the body before anything can fail on its content.
+
+    Callers (the endpoint, the command) are outside any transaction, so the one INSERT commits
+    on its own, before processing starts: whatever becomes of the processing, the body is kept.
+    """
+    return InboxItem.objects.create(issuer_id=issuer_id, body=bytes(body), headers=headers)
 
 
 def process(item: InboxItem) -> Report:

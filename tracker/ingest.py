@@ -209,12 +209,15 @@ def _lock_orders(issuer_id: str, card_ids: list[str], now: datetime) -> dict[str
 
 
 def _known_keys(orders, keys: set[str]) -> set[tuple[int, str]]:
-    if not keys:
+    # An order that never received an event (just created, or registered from CSV) has none
+    # to compare with: a POST about new cards skips the query.
+    heard_of = [order.pk for order in orders if order.last_event_at is not None]
+    if not keys or not heard_of:
         return set()
     return set(
-        TimelineEvent.objects.filter(
-            order__in=[order.pk for order in orders], content_hash__in=keys
-        ).values_list("order_id", "content_hash")
+        TimelineEvent.objects.filter(order__in=heard_of, content_hash__in=keys).values_list(
+            "order_id", "content_hash"
+        )
     )
 
 

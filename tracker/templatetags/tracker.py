@@ -3,7 +3,6 @@
 from datetime import datetime
 
 from django import template
-from django.template.defaultfilters import date as date_filter
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -49,10 +48,13 @@ def moment(value: datetime | None) -> SafeString | str:
     if value is None:
         return "—"
     local = timezone.localtime(value)
+    # Numbers only, the same in every language: strftime, a tenth of the date filter's cost
+    # (a search lists 50 of these).
     return format_html(
-        '<time datetime="{}" title="{}">{}</time> <span class="ago">{}</span>',
+        '<time datetime="{}" title="{} {}">{}</time> <span class="ago">{}</span>',
         local.isoformat(timespec="seconds"),
-        date_filter(local, "Y-m-d H:i:s e"),
-        date_filter(local, "Y-m-d H:i"),
+        local.strftime("%Y-%m-%d %H:%M:%S"),
+        local.tzname() or "",
+        local.strftime("%Y-%m-%d %H:%M"),
         ago(value),
     )
