@@ -44,6 +44,18 @@ from tracker.registration import OrderResource
 RESOLVE_LIMIT = 500
 IMPORT_MAX_BYTES = 5 * 1024 * 1024  # far above registration.MAX_ROWS rows
 
+# Kept by Tracker itself, never corrected by hand.
+_TIMES = [
+    "first_seen_at",
+    "last_event_at",
+    "last_checked_at",
+    "state_changed_at",
+    "duplicates_received",
+    "late_after",
+    "silent_after",
+    "attention_since",
+    "muted_until",
+]
 _READ_ONLY = [
     "issuer_id",
     "card_id",
@@ -57,15 +69,7 @@ _READ_ONLY = [
     "error_code",
     "error",
     "reason",
-    "first_seen_at",
-    "last_event_at",
-    "last_checked_at",
-    "state_changed_at",
-    "duplicates_received",
-    "late_after",
-    "silent_after",
-    "attention_since",
-    "muted_until",
+    *_TIMES,
 ]
 _FIELDSETS = [
     (
@@ -112,22 +116,7 @@ _FIELDSETS = [
             ]
         },
     ),
-    (
-        gettext_lazy("Times and attention"),
-        {
-            "fields": [
-                "first_seen_at",
-                "last_event_at",
-                "last_checked_at",
-                "state_changed_at",
-                "duplicates_received",
-                "late_after",
-                "silent_after",
-                "attention_since",
-                "muted_until",
-            ]
-        },
-    ),
+    (gettext_lazy("Times and attention"), {"fields": _TIMES}),
 ]
 _WHY = (gettext_lazy("Why"), {"fields": ["change_reason", "loaded_state"]})
 
