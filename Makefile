@@ -22,13 +22,17 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Browser tests need Debian's chromium (Playwright cannot download its own browser here).
+# Browser tests need Debian's chromium (Playwright cannot download its own browser here), and a
+# Japanese font so that the screenshots show the Japanese pages and the language switch.
 chromium:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="chromium"; \
+	if command -v fc-list >/dev/null && [ -z "$$(fc-list :lang=ja 2>/dev/null)" ]; then missing="$$missing fonts-noto-cjk"; fi; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		else \
-			echo "chromium is missing: install Debian's chromium package for the browser tests" >&2; \
+			echo "missing for the browser tests: $$missing (Debian packages)" >&2; \
 		fi; \
 	fi
 

@@ -138,7 +138,9 @@ def test_search_and_card_pages_have_no_serious_accessibility_violations(
     assert found == dict.fromkeys(found, [])
 
 
-def test_search_and_the_card_page_work_without_javascript(live_server, chromium, card, agent_login):
+def test_search_and_the_card_page_work_without_javascript(
+    live_server, chromium, card, agent_login, artifacts
+):
     context = chromium.new_context(**CONTEXT, java_script_enabled=False)
     page = context.new_page()
     log_in(page, live_server.url, agent_login, path=f"/cards/{ISSUER}/{CARD}/")
@@ -146,6 +148,7 @@ def test_search_and_the_card_page_work_without_javascript(live_server, chromium,
     expect(page.locator("#timeline tbody tr")).to_have_count(7)
     page.get_by_role("button", name="日本語").click()
     expect(page.get_by_role("heading", name="タイムライン")).to_be_visible()
+    page.screenshot(path=artifacts / "card-ja.png", full_page=True)
     page.get_by_role("link", name="別のカードを探す").click()
     page.locator("#q").fill(KEYS["tracking number"])
     page.get_by_role("button", name="検索").click()
