@@ -205,14 +205,7 @@ def stuck_timeline(request: HttpRequest, order_id: int) -> HttpResponse:
 def stuck_acknowledge(request: HtmxHttpRequest, order_id: int) -> HttpResponse:
     order = get_object_or_404(CardOrder, pk=order_id)
     if request.method == "GET":
-        # The form comes on demand: rendering one per row would cost the table dearly.
-        template = "tracker/acknowledge.html"
-        if request.htmx:
-            template += "#acknowledge-form"
-        back = request.GET.get("next", "")
-        if not url_has_allowed_host_and_scheme(back, {request.get_host()}):
-            back = reverse("tracker:stuck")
-        return render(request, template, {"order": order, "next": back})
+        return _acknowledge_form(request, order)
     form = AcknowledgeForm(request.POST)
     if not form.is_valid():
         errors = "; ".join(str(e) for errors in form.errors.values() for e in errors)
@@ -220,19 +213,34 @@ def stuck_acknowledge(request: HtmxHttpRequest, order_id: int) -> HttpResponse:
             return HttpResponse(errors, status=422)
         messages.error(request, errors)
         return _back_to_queue(request)
-    data = form.cleaned_data
-    if data["action"] == "acknowledge":
-        queue.acknowledge(order, request.user, data["note"])
-    elif data["action"] == "snooze":
-        until = timezone.make_aware(datetime.combine(data["until"], time.max))
-        queue.snooze(order, request.user, until, data["note"])
-    else:
-        queue.reopen(order, request.user, data["note"])
+    _mute(order, request.user, form.cleaned_data)
     if not request.htmx:
         messages.success(request, _("%(card)s: done.") % {"card": order.card_id})
         return _back_to_queue(request)
     response = HttpResponse("")  # the row leaves the table
     return trigger_client_event(response, "queue-changed")
+
+
+def _acknowledge_form(request: HtmxHttpRequest, order: CardOrder) -> HttpResponse:
+    # The form comes on demand: rendering one per row would cost the table dearly.
+    template = "tracker/acknowledge.html"
+    if request.htmx:
+        template += "#acknowledge-form"
+    back = request.GET.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}):
+        back = reverse("tracker:stuck")
+    return render(request, template, {"order": order, "next": back})
+
+
+def _mute(order: CardOrder, user, data: dict) -> None:
+    if data["action"] == "acknowledge":
+        queue.acknowledge(order, user, data["note"])
+    elif data["action"] == "snooze":
+        # Snoozed to the end of the chosen day, in the supervisor's time zone.
+        until = timezone.make_aware(datetime.combine(data["until"], time.max))
+        queue.snooze(order, user, until, data["note"])
+    else:
+        queue.reopen(order, user, data["note"])
 
 
 @require_POST
