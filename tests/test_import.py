@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.urls import reverse
 from django.utils import timezone
 from pytest_django.asserts import assertContains, assertNotContains
@@ -141,18 +141,22 @@ def test_an_invalid_file_shows_each_rows_errors_and_writes_nothing(client, admin
         f"{ISSUER},crd-ok,,,,CUST-AGAIN\n"
         f"{ISSUER},crd-pan,,,,4111111111111111\n"
         f"{ISSUER},crd-req,req-other,,,\n"
+        f"{ISSUER},crd-nul,,,,CUST\x00-1\n"
     )
     page = preview(client, bad)
     assert page.context.get("confirm_form") is None
     assertNotContains(page, "Confirm import")
     errors = {row.number: row.error_dict for row in page.context["result"].invalid_rows}
-    assert sorted(errors) == [2, 3, 4, 5, 6]
+    assert sorted(errors) == [2, 3, 4, 5, 6, 7]
     assert errors[2] == {"issuerId": ["This deployment does not serve this issuer."]}
     assertContains(page, "This deployment does not serve this issuer.")
     assertContains(page, "Not a D1 cardId")
     assertContains(page, "This card is already on row 1.")
     assertContains(page, "looks like a card number")
     assertContains(page, "D1 already reported req-from-d1 for this card.")
+    assert errors[7] == {
+        "customerReference": ["Contains a NUL character, which no value can hold."]
+    }
     assert snapshot() == before
     assert not corrections.Correction.objects.exists()
     # The refused file is not kept for a confirmation that will never come.
@@ -211,6 +215,23 @@ def test_a_notification_before_the_confirmation_is_kept(client, administrator):
     assertContains(done, "Import finished: 2 new, 1 updated")
     order = CardOrder.objects.get(card_id="crd-reg-1")
     assert (order.stage, order.customer_reference) == ("DATA_PREPARED", "CUST-1")
+
+
+def test_a_database_that_refuses_the_confirmed_file_is_said_so_and_nothing_is_written(
+    client, administrator
+):
+    page = preview(client, GOOD)
+
+    def refuse(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "tracker_cardorder"'):
+            raise DatabaseError("value too long for type character varying(64)")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse):
+        done = confirm(client, page)
+    assertContains(done, "Nothing was imported: the database refused the file")
+    assertContains(done, "value too long")
+    assert not CardOrder.objects.exists()
 
 
 def test_supervisors_and_agents_cannot_import(client, agent):

@@ -174,6 +174,17 @@ def test_a_bulk_post_with_one_bad_item_applies_the_others_and_quarantines_it(cli
     assert not CardOrder.objects.filter(card_id="crd-br-2025-110203").exists()
 
 
+def test_a_nul_character_in_one_item_quarantines_that_item_only(client, bearer):
+    # PostgreSQL would refuse the whole transaction: answered 503, D1 would deliver it forever.
+    body = example("10")
+    body["operations"][1]["details"]["reason"] = "held\x00"
+    assert post(client, body, bearer).status_code == 204
+    item = InboxItem.objects.get()
+    assert (item.outcome, item.applied, item.quarantined) == (InboxItem.Outcome.PARTIAL, 3, 1)
+    assert item.results[1]["field"] == "operations[1].details.reason"
+    assert "NUL" in item.results[1]["error"]
+
+
 # --- Transient failures: 503, the body kept, D1 delivers again -----------------------------
 
 

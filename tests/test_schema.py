@@ -109,6 +109,10 @@ def test_due_date_is_a_date_or_a_datetime():
         ({"details__shipment": ["dhl"]}, "details.shipment"),
         ({"details__shipment": {"trackingNumber": 12345}}, "details.shipment.trackingNumber"),
         ({"details__shipment": {"carrier": "c" * 65}}, "details.shipment.carrier"),
+        # PostgreSQL can store no NUL, and the operation is kept whole: anywhere, even unknown.
+        ({"details__reason": "on hold\x00"}, "details.reason"),
+        ({"details__shipment": {"message": "\x00"}}, "details.shipment.message"),
+        ({"futureField": ["ok", "n\x00"]}, "futureField[1]"),
     ],
 )
 def test_each_malformed_field_is_named(overrides, field):
@@ -116,6 +120,11 @@ def test_each_malformed_field_is_named(overrides, field):
         parse_operation(make_operation(**overrides), "operations[3]")
     assert caught.value.field == f"operations[3].{field}"
     assert field in str(caught.value)
+
+
+def test_a_key_with_a_nul_character_is_refused_where_it_stands():
+    with pytest.raises(BadPayload, match=r"operations\[1\]\.details\.extra: has a key with a NUL"):
+        parse_operation(make_operation(details__extra={"a\x00": 1}), "operations[1]")
 
 
 def test_an_operation_that_is_not_an_object_is_named():

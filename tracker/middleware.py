@@ -1,4 +1,5 @@
-"""Show times in the user's own time zone; send htmx requests of an ended session to log in.
+"""Show times in the user's own time zone; send htmx requests of an ended session to log in;
+refuse a query string that carries a NUL character.
 
 static/tracker/tz.js stores the browser's IANA zone in the `tz` cookie; until it has (or when the
 cookie holds something zoneinfo does not know) times are shown in TRACKER_DISPLAY_TZ.
@@ -9,10 +10,11 @@ from collections.abc import Callable
 from functools import cache
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.response import HttpResponseRedirectBase
 from django.shortcuts import resolve_url
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django_htmx.http import HttpResponseClientRefresh
 
 COOKIE = "tz"
@@ -57,3 +59,20 @@ class HtmxLoginRedirectMiddleware:
         ):
             return HttpResponseClientRefresh()
         return response
+
+
+class RefuseNulMiddleware:
+    """PostgreSQL cannot hold a NUL character in text, and no identifier contains one. A query
+    string that carries one (a search box, an admin filter, a pasted link) is answered 400 naming
+    the problem, before any view can pass it to the database and fail with a 500. Form fields
+    refuse NUL on their own (Django's ProhibitNullCharactersValidator)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        query = request.META.get("QUERY_STRING", "")
+        if "%00" in query or "\x00" in query:
+            message = _("The address contains a NUL character (%00), which no value can hold.")
+            return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)

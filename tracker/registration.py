@@ -175,6 +175,8 @@ class OrderResource(resources.ModelResource):
             limit = CardOrder._meta.get_field(name).max_length
             if len(getattr(order, name)) > limit:
                 errors[name].append(_("At most %(limit)d characters.") % {"limit": limit})
+            if "\x00" in getattr(order, name):
+                errors[name].append(_("Contains a NUL character, which no value can hold."))
         known = self._original(order).get("issuer_request_id")
         if known and order.issuer_request_id != known:
             errors["issuer_request_id"].append(

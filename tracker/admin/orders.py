@@ -5,6 +5,8 @@ Every write goes through tracker/corrections.py or tracker/registration.py, unde
 row locks; nobody may add or delete an order here.
 """
 
+import logging
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -39,6 +41,8 @@ from tracker.admin.common import (
 from tracker.forms import CardOrderForm, ReasonForm, ResolveForm, no_card_number
 from tracker.models import CardOrder
 from tracker.registration import OrderResource
+
+logger = logging.getLogger(__name__)
 
 # Marking resolved runs inside the admin's request, a few statements per order.
 RESOLVE_LIMIT = 500
@@ -392,17 +396,22 @@ class CardOrderAdmin(ImportMixin, BoundedAdmin):
         return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
 
     def process_result(self, result, request: HttpRequest) -> HttpResponse:
-        if result.has_errors() or result.has_validation_errors():
-            self.message_user(
-                request,
-                _(
-                    "Nothing was imported: the orders changed since the preview. Import the "
-                    "file again to see why."
-                ),
-                messages.ERROR,
+        if result.has_validation_errors():
+            message = _(
+                "Nothing was imported: the orders changed since the preview. Import the file "
+                "again to see why."
             )
-            return HttpResponseRedirect(reverse("admin:tracker_cardorder_import"))
-        return super().process_result(result, request)
+        elif result.has_errors():
+            errors = [*result.base_errors, *(e for _row, row in result.row_errors() for e in row)]
+            problem = errors[0].error
+            logger.error("CSV import refused: %s", problem.__class__.__name__)
+            message = _("Nothing was imported: the database refused the file (%(problem)s).") % {
+                "problem": next(iter(str(problem).splitlines()), problem.__class__.__name__)
+            }
+        else:
+            return super().process_result(result, request)
+        self.message_user(request, message, messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:tracker_cardorder_import"))
 
 
 def _history_row(record, reverted: dict[int, int]) -> dict:

@@ -136,6 +136,7 @@ def parse_operations(items: list[Any]) -> Iterator[tuple[int, Operation | BadPay
 def parse_operation(obj: Any, where: str = "") -> Operation:
     """One operation object; BadPayload names the first wrong field."""
     reader = _Reader(obj, where)
+    _refuse_nul(obj, where)
     details = obj.get("details") if isinstance(obj, dict) else None
     return Operation(
         operation_id=reader.identifier("operationId", 64),
@@ -180,6 +181,22 @@ def _parse_shipment(obj: Any, where: str) -> Shipment:
         tracking_url=reader.text("trackingUrl"),
         raw=obj,
     )
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """PostgreSQL stores neither text nor JSON with a NUL character (\\u0000), and the whole
+    object is kept as sent: one anywhere, in a key or a value, makes the operation unusable."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadPayload(where, "contains a NUL character (\\u0000)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise BadPayload(where or "operation", "has a key with a NUL character (\\u0000)")
+            _refuse_nul(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{where}[{index}]")
 
 
 class _Reader:
