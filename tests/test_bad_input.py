@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import ISSUER, op
 from tracker import ingest, roles
-from tracker.models import Source
+from tracker.models import CardOrder, Source
 
 pytestmark = pytest.mark.django_db
 
@@ -69,3 +69,63 @@ def test_a_nul_character_in_any_parameter_is_refused_by_name(client, administrat
     response = client.get(path, {name: "crd\x00-1"})
     assert response.status_code == 400
     assert "NUL character" in response.content.decode()
+
+
+# Staff forms that write: whatever they are sent, a page or a named error, never a 5xx. No D1 here
+# (D1_BASE_URL points nowhere), so a lookup that passes its checks meets "D1 unavailable".
+FORM_NAMES = ["card_id", "issuer_id", "order", "action", "note", "until", "next", "hide", "scope"]
+FORM_VALUES = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["ISS7K2M40Q", "crd-bad-input", "acknowledge", "snooze", "reopen", "0", "-1"]),
+    st.sampled_from(["2025-02-30", "9999-12-31", "1", "99999999999999999999"]),
+)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    target=st.sampled_from(["/lookup/", "/stuck/recheck/", "acknowledge", "live"]),
+    data=st.dictionaries(st.sampled_from(FORM_NAMES), FORM_VALUES, max_size=5),
+)
+def test_no_staff_form_answers_5xx_to_anything_posted(
+    client, administrator, settings_d1_nowhere, target, data
+):
+    order = CardOrder.objects.get(card_id="crd-bad-input")
+    path = {
+        "acknowledge": f"/stuck/{order.pk}/acknowledge/",
+        "live": f"/cards/{ISSUER}/crd-bad-input/live/",
+    }.get(target, target)
+    response = client.post(path, data)
+    assert response.status_code < 500, (path, data)
+
+
+@pytest.fixture
+def settings_d1_nowhere(settings):
+    # A closed port: every D1 call fails at once, as when D1 is down.
+    settings.D1_BASE_URL = "http://127.0.0.1:9/banking/v1"
+    settings.D1_TOKEN_URL = "http://127.0.0.1:9/authz/v1/oauth2/token"
+    settings.D1_INTERACTIVE_RETRIES = 0
+    return settings
+
+
+HUGE = "9" * 25  # beyond any database integer
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/stuck/{HUGE}/timeline/",
+        f"/stuck/{HUGE}/acknowledge/",
+        f"/stuck/recheck/{HUGE}/",
+        f"/admin/tracker/cardorder/{HUGE}/change/",
+        f"/admin/tracker/cardorder/{HUGE}/history/",
+        f"/admin/tracker/inboxitem/{HUGE}/change/",
+        f"/admin/tracker/timelineevent/{HUGE}/change/",
+        f"/admin/auth/user/{HUGE}/change/",
+    ],
+)
+def test_an_id_beyond_any_integer_is_not_found_not_a_500(client, administrator, path):
+    assert client.get(path).status_code in (302, 404)

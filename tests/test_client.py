@@ -107,6 +107,28 @@ def test_an_answer_about_another_card_is_a_bad_response(d1):
         mocked.get_production_status(ISSUER, "crd-mine")
 
 
+def _answering(body: bytes) -> D1Client:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 900})
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    return D1Client(httpx.Client(transport=httpx.MockTransport(answer), base_url="https://d1.test"))
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        # What Python's parser accepts but PostgreSQL could not store, and what it cannot read.
+        (b'{"operations": [{"operationId": "op-1", "extra": NaN}]}', "NaN, which is not"),
+        (b'{"operations": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}", "nested too deeply"),
+    ],
+)
+def test_an_answer_tracker_could_not_store_or_read_is_a_bad_response(d1, body, problem):
+    with pytest.raises(D1BadResponse, match=problem):
+        _answering(body).get_production_status(ISSUER, "crd-mine")
+
+
 def test_ids_d1_could_never_accept_are_refused_before_any_request(d1):
     with pytest.raises(ValueError, match="cardId"):
         client().get_production_status(ISSUER, "crd/../../admin")

@@ -185,6 +185,26 @@ def test_a_nul_character_in_one_item_quarantines_that_item_only(client, bearer):
     assert "NUL" in item.results[1]["error"]
 
 
+def test_nan_in_one_item_quarantines_that_item_only(client, bearer):
+    body = json.dumps(example("10")).replace('"operations": [{', '"operations": [{"x": NaN, ', 1)
+    assert post(client, body.encode(), bearer).status_code == 204
+    item = InboxItem.objects.get()
+    assert (item.applied, item.quarantined) == (3, 1)
+    assert item.results[0] == {
+        "index": 0,
+        "field": "operations[0].x",
+        "error": "operations[0].x: is NaN, which is not a JSON number",
+    }
+
+
+def test_a_body_nested_too_deeply_to_read_is_kept_and_answered_400(client, bearer):
+    body = b'{"operations": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"
+    response = post(client, body, bearer)
+    assert response.status_code == 400
+    assert response.json() == {"error": "body is nested too deeply to be read"}
+    assert InboxItem.objects.get().outcome == InboxItem.Outcome.REJECTED
+
+
 # --- Transient failures: 503, the body kept, D1 delivers again -----------------------------
 
 

@@ -113,6 +113,9 @@ def test_due_date_is_a_date_or_a_datetime():
         ({"details__reason": "on hold\x00"}, "details.reason"),
         ({"details__shipment": {"message": "\x00"}}, "details.shipment.message"),
         ({"futureField": ["ok", "n\x00"]}, "futureField[1]"),
+        # NaN and Infinity: Python's parser takes them, JSON and PostgreSQL do not.
+        ({"futureField": float("nan")}, "futureField"),
+        ({"details__extra": {"score": float("-inf")}}, "details.extra.score"),
     ],
 )
 def test_each_malformed_field_is_named(overrides, field):
@@ -125,6 +128,19 @@ def test_each_malformed_field_is_named(overrides, field):
 def test_a_key_with_a_nul_character_is_refused_where_it_stands():
     with pytest.raises(BadPayload, match=r"operations\[1\]\.details\.extra: has a key with a NUL"):
         parse_operation(make_operation(details__extra={"a\x00": 1}), "operations[1]")
+
+
+def test_nesting_deeper_than_d1_ever_sends_is_refused():
+    deep: list = []
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(BadPayload, match=r"operations\[0\]\.futureField(\[0\])+: is nested more"):
+        parse_operation(make_operation(futureField=deep), "operations[0]")
+
+
+def test_a_body_too_deep_to_read_can_never_succeed():
+    with pytest.raises(BadPayload, match="nested too deeply"):
+        parse_body("[" * 100_000 + "]" * 100_000)
 
 
 def test_an_operation_that_is_not_an_object_is_named():

@@ -142,14 +142,22 @@ class RecheckForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # The ids are checked against the database by the view; here only their shape matters.
-        self.fields["order"].valid_value = lambda value: str(value).isdigit()
+        # The ids are checked against the database by the view; here only their shape matters:
+        # digits, within a database id's range (a longer number would overflow SQLite's integer).
+        self.fields["order"].valid_value = _an_id
 
     def clean(self) -> dict:
         data = super().clean()
         if not data.get("order") and not data.get("everything"):
             raise forms.ValidationError(_("Select at least one order to re-check."))
         return data
+
+
+_LARGEST_ID = 2**63 - 1
+
+
+def _an_id(value) -> bool:
+    return str(value).isdigit() and 0 < int(value) <= _LARGEST_ID
 
 
 def _reason_field(label: str, help_text: str) -> forms.CharField:

@@ -345,7 +345,7 @@ def _error_body(response: httpx.Response) -> tuple[str | None, str | None]:
     """D1's `{"errorCode", "error"}`, when the body is one."""
     try:
         document = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, None
     if not isinstance(document, dict):
         return None, None
@@ -362,6 +362,10 @@ def _json(response: httpx.Response) -> Any:
     except ValueError as e:
         raise D1BadResponse(
             f"D1 answered {response.status_code} with a body that is not JSON: {e}"
+        ) from None
+    except RecursionError:
+        raise D1BadResponse(
+            f"D1 answered {response.status_code} with JSON nested too deeply to read"
         ) from None
 
 

@@ -7,6 +7,7 @@ unknown keys are kept in `raw`, unknown statuses are plain strings. Every error 
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,10 @@ from functools import cached_property
 from typing import Any
 
 _ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+# D1's operation objects are four levels deep; anything far deeper is not one.
+MAX_DEPTH = 32
 
 
 class BadPayload(ValueError):
@@ -106,6 +111,8 @@ def parse_body(body: bytes | str) -> list[Any]:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadPayload("", f"body is not JSON ({e})") from None
+    except RecursionError:
+        raise BadPayload("", "body is nested too deeply to be read") from None
     if not isinstance(document, dict):
         raise BadPayload("", "body must be a JSON object with an 'operations' list")
     operations = document.get("operations")
@@ -136,7 +143,7 @@ def parse_operations(items: list[Any]) -> Iterator[tuple[int, Operation | BadPay
 def parse_operation(obj: Any, where: str = "") -> Operation:
     """One operation object; BadPayload names the first wrong field."""
     reader = _Reader(obj, where)
-    _refuse_nul(obj, where)
+    _refuse_unstorable(obj, where)
     details = obj.get("details") if isinstance(obj, dict) else None
     return Operation(
         operation_id=reader.identifier("operationId", 64),
@@ -183,20 +190,30 @@ def _parse_shipment(obj: Any, where: str) -> Shipment:
     )
 
 
-def _refuse_nul(value: Any, where: str) -> None:
-    """PostgreSQL stores neither text nor JSON with a NUL character (\\u0000), and the whole
-    object is kept as sent: one anywhere, in a key or a value, makes the operation unusable."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise BadPayload(where, "contains a NUL character (\\u0000)")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                raise BadPayload(where or "operation", "has a key with a NUL character (\\u0000)")
-            _refuse_nul(item, f"{where}.{key}" if where else key)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _refuse_nul(item, f"{where}[{index}]")
+def _refuse_unstorable(obj: Any, where: str) -> None:
+    """The operation is kept whole as sent, and PostgreSQL stores neither a NUL character
+    (\\u0000) in text or JSON nor NaN or Infinity in JSON (which JSON itself does not allow,
+    though Python's parser accepts them): one anywhere, key or value, makes the operation
+    unusable. So does nesting deeper than D1 ever sends, which later steps could not walk."""
+    stack = [(obj, where, 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadPayload(path, f"is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, str) and "\x00" in value:
+            raise BadPayload(path, "contains a NUL character (\\u0000)")
+        if isinstance(value, float) and not math.isfinite(value):
+            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            raise BadPayload(path, f"is {name}, which is not a JSON number")
+        if isinstance(value, dict):
+            if any("\x00" in key for key in value):
+                raise BadPayload(path or "operation", "has a key with a NUL character (\\u0000)")
+            children = [(item, f"{path}.{key}" if path else key) for key, item in value.items()]
+        elif isinstance(value, list):
+            children = [(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        else:
+            continue
+        stack.extend((item, child, depth + 1) for item, child in reversed(children))
 
 
 class _Reader:

@@ -8,7 +8,7 @@ from datetime import datetime, time
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -137,10 +137,14 @@ def _csv_lines(orders: Iterator[CardOrder], now: datetime) -> Iterator[str]:
 
 
 def _back_to_queue(request: HttpRequest) -> HttpResponse:
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
-        target = reverse("tracker:stuck")
-    return redirect(target)
+    return HttpResponseRedirect(_queue_url(request, request.POST.get("next", "")))
+
+
+def _queue_url(request: HttpRequest, wanted: str) -> str:
+    """Where to go back to: a path on this site (the queue with its filters), else the queue."""
+    if wanted.startswith("/") and url_has_allowed_host_and_scheme(wanted, {request.get_host()}):
+        return wanted
+    return reverse("tracker:stuck")
 
 
 @require_GET
@@ -226,9 +230,7 @@ def _acknowledge_form(request: HtmxHttpRequest, order: CardOrder) -> HttpRespons
     template = "tracker/acknowledge.html"
     if request.htmx:
         template += "#acknowledge-form"
-    back = request.GET.get("next", "")
-    if not url_has_allowed_host_and_scheme(back, {request.get_host()}):
-        back = reverse("tracker:stuck")
+    back = _queue_url(request, request.GET.get("next", ""))
     return render(request, template, {"order": order, "next": back})
 
 
