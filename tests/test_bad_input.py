@@ -1,11 +1,14 @@
 """No staff page answers 5xx, whatever its query string: bad input gets a page, never a 500."""
 
+import json
+
 import pytest
 from django.contrib.auth.models import Group, User
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ISSUER, op
+from tests.conftest import ISSUER, make_operation, op
+from tests.test_notifications import NOTIFY_URL
 from tracker import ingest, roles
 from tracker.models import CardOrder, Source
 
@@ -129,3 +132,50 @@ HUGE = "9" * 25  # beyond any database integer
 )
 def test_an_id_beyond_any_integer_is_not_found_not_a_500(client, administrator, path):
     assert client.get(path).status_code in (302, 404)
+
+
+# --- D1's side: whatever a notification holds, 204 or 400, never a 5xx that D1 would retry ----
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats()  # NaN and the infinities included: Python's parser accepts them
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(
+    ["operationId", "operation", "status", "startTime", "endTime", "cardId", "details",
+     "errorCode", "error", "inputFileName", "issuerRequestId", "details__status",
+     "details__dueDate", "details__shipment", "details__reason", "details__productionSite"]
+)  # fmt: skip
+
+
+def _item(fields: dict) -> dict:
+    """A good operation with some fields replaced by anything at all."""
+    item = make_operation("CARD_PROD_DONE", cardId="crd-fuzz")
+    for name, value in fields.items():
+        if name.startswith("details__") and isinstance(item.get("details"), dict):
+            item["details"][name.removeprefix("details__")] = value
+        elif not name.startswith("details__"):
+            item[name] = value
+    return item
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    items=st.lists(
+        st.one_of(JSON, st.dictionaries(FIELDS, JSON, max_size=3).map(_item)), max_size=4
+    )
+)
+def test_any_notification_body_is_answered_204_or_400(client, bearer, items):
+    body = json.dumps({"operations": items}, allow_nan=True).encode()
+    response = client.post(NOTIFY_URL, body, content_type="application/json", headers=bearer)
+    assert response.status_code in (204, 400), response.content
