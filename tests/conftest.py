@@ -57,6 +57,19 @@ def body_operations(body: bytes) -> list[Operation]:
     return [parse_operation(item) for item in parse_body(body)]
 
 
+def staff(group: str, name: str | None = None):
+    """A user in one of the three role groups; Supervisors and Administrators get the admin site."""
+    from django.contrib.auth.models import Group, User
+
+    from tracker import roles
+
+    user = User.objects.create_user(
+        name or group.split()[0].lower(), is_staff=group != roles.AGENTS
+    )
+    user.groups.add(Group.objects.get(name=group))
+    return user
+
+
 def run_command(*args: str) -> tuple[int, str, str]:
     """Run a management command in-process: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from pytest_django.asserts import assertContains, assertNotContains
 
-from tests.conftest import ISSUER, make_order, op
+from tests.conftest import ISSUER, make_order, op, staff
 from tracker import attention, corrections, ingest, queue, roles
 from tracker.admin import common
 from tracker.forms import CardOrderForm
@@ -29,13 +29,6 @@ postgres_only = pytest.mark.skipif(
 
 Correction = corrections.Correction
 CHANGELIST = reverse("admin:tracker_cardorder_changelist")
-
-
-def staff(group: str, name: str | None = None) -> User:
-    is_staff = group != roles.AGENTS
-    user = User.objects.create_user(name or group.split()[0].lower(), is_staff=is_staff)
-    user.groups.add(Group.objects.get(name=group))
-    return user
 
 
 @pytest.fixture

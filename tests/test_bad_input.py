@@ -3,11 +3,11 @@
 import json
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ISSUER, make_operation, op
+from tests.conftest import ISSUER, make_operation, op, staff
 from tests.test_notifications import NOTIFY_URL
 from tracker import ingest, roles
 from tracker.models import CardOrder, Source
@@ -42,8 +42,7 @@ VALUES = st.one_of(
 
 @pytest.fixture
 def administrator(client) -> User:
-    user = User.objects.create_user("ada", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name=roles.ADMINISTRATORS))
+    user = staff(roles.ADMINISTRATORS, "ada")
     client.force_login(user)
     ingest.apply(ISSUER, op("CARD_PROD_DONE", cardId="crd-bad-input"), Source.NOTIFICATION)
     return user

@@ -4,12 +4,11 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.core.cache import cache
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from tests.conftest import ISSUER, NOTIFY_URL, TOKEN_URL, basic, example
+from tests.conftest import ISSUER, NOTIFY_URL, TOKEN_URL, basic, example, staff
 from tracker import inbox, queries, roles
 from tracker.d1 import breaker
 from tracker.models import AuthFailureCount, InboxItem
@@ -82,14 +81,8 @@ def test_the_last_notification_counts_even_outside_the_window(settings):
     assert (served.last_received_at, served.notifications, served.applied) == (long_ago, 0, 0)
 
 
-def user_in(group: str) -> User:
-    user = User.objects.create_user(group.split()[0].lower(), password="unused")
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
 def test_supervisors_see_the_delivery_panel(client, deliveries):
-    client.force_login(user_in(roles.SUPERVISORS))
+    client.force_login(staff(roles.SUPERVISORS))
     page = client.get("/delivery/")
     assert page.status_code == 200
     html = page.content.decode()
@@ -100,7 +93,7 @@ def test_supervisors_see_the_delivery_panel(client, deliveries):
 
 
 def test_the_panel_alone_answers_htmx(client, deliveries):
-    client.force_login(user_in(roles.SUPERVISORS))
+    client.force_login(staff(roles.SUPERVISORS))
     fragment = client.get("/delivery/", headers={"HX-Request": "true"})
     html = fragment.content.decode()
     assert html.lstrip().startswith('<section id="delivery-health"')
@@ -109,7 +102,7 @@ def test_the_panel_alone_answers_htmx(client, deliveries):
 
 
 def test_support_agents_do_not_see_the_delivery_panel(client):
-    client.force_login(user_in(roles.AGENTS))
+    client.force_login(staff(roles.AGENTS))
     assert client.get("/delivery/").status_code == 403
 
 

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import DatabaseError, connection
@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from pytest_django.asserts import assertContains, assertNotContains
 
-from tests.conftest import ISSUER, op
+from tests.conftest import ISSUER, op, staff
 from tracker import corrections, ingest, queries, queue, registration, roles
 from tracker.attention import Reason
 from tracker.models import CardOrder, Source, TimelineEvent
@@ -31,12 +31,6 @@ GOOD = HEADER + (
     f"{ISSUER},crd-reg-2,,grp-9,ord-3,CUST-2\n"
     f"{ISSUER},crd-known,,,,CUST-3\n"
 )
-
-
-def staff(group: str, name: str) -> User:
-    user = User.objects.create_user(name, is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return user
 
 
 @pytest.fixture

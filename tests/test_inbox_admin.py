@@ -3,22 +3,15 @@
 import json
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
-from tests.conftest import ISSUER, example
+from tests.conftest import ISSUER, example, staff
 from tracker import inbox, roles
 from tracker.models import CardOrder, InboxItem, Source, TimelineEvent
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = reverse("admin:tracker_inboxitem_changelist")
-
-
-def staff(group: str) -> User:
-    user = User.objects.create_user(group.split()[0].lower(), password="unused", is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return user
 
 
 def stored(body: bytes, *, processed: bool = True) -> InboxItem:

@@ -3,11 +3,11 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.conftest import ISSUER, op
+from tests.conftest import ISSUER, op, staff
 from tracker import attention, ingest, queue, roles
 from tracker.attention import Reason
 from tracker.models import Acknowledgement, CardOrder, Source, Threshold
@@ -17,15 +17,9 @@ pytestmark = pytest.mark.django_db
 STUCK = "/stuck/"
 
 
-def user_in(group: str, name: str) -> User:
-    user = User.objects.create_user(name, password="pw", is_staff=group != roles.AGENTS)
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
 @pytest.fixture
 def supervisor(client) -> User:
-    user = user_in(roles.SUPERVISORS, "sue")
+    user = staff(roles.SUPERVISORS, "sue")
     client.force_login(user)
     return user
 
@@ -70,7 +64,7 @@ def cards_on(response) -> list[str]:
 
 
 def test_agents_get_403_and_strangers_the_login_page(client):
-    client.force_login(user_in(roles.AGENTS, "amy"))
+    client.force_login(staff(roles.AGENTS, "amy"))
     assert client.get(STUCK).status_code == 403
     assert client.get(reverse("tracker:stuck_export")).status_code == 403
     client.logout()
@@ -245,7 +239,6 @@ def test_without_javascript_an_acknowledgement_redirects_back_to_the_filtered_qu
 
 def test_the_export_streams_the_current_filter_as_csv(client, supervisor):
     a_queue()
-    user_in(roles.SUPERVISORS, "other")
     response = client.get(reverse("tracker:stuck_export") + "?reason=exception")
     assert response.status_code == 200 and response.streaming
     assert response["Content-Type"].startswith("text/csv")
@@ -281,7 +274,7 @@ def test_editing_a_threshold_in_the_admin_takes_effect(
     five_hours_ago = timezone.now() - timedelta(hours=5)
     receive("CARD_PROD_ONGOING", "crd-ongoing", at=five_hours_ago)
     assert "crd-ongoing" not in [r.order.card_id for r in queue.stuck_orders(queue.Filters()).rows]
-    admin = user_in(roles.ADMINISTRATORS, "ada")
+    admin = staff(roles.ADMINISTRATORS, "ada")
     client.force_login(admin)
     threshold = Threshold.objects.get(name="CARD_PROD_ONGOING")
     url = reverse("admin:tracker_threshold_change", args=[threshold.pk])

@@ -8,12 +8,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.conftest import ISSUER, op
+from tests.conftest import ISSUER, op, staff
 from tests.sandbox_fixtures import card, child_env
 from tracker import ingest, roles
 from tracker.d1 import budget
@@ -44,8 +43,7 @@ def test_a_bulk_recheck_runs_through_a_real_worker_and_reports_its_results(
     from django.apps import apps
 
     roles.sync_groups(apps)  # a transactional test's flush empties the groups
-    supervisor = User.objects.create_user("sup", password="pw", is_staff=True)
-    supervisor.groups.add(Group.objects.get(name=roles.SUPERVISORS))
+    supervisor = staff(roles.SUPERVISORS, "sup")
     client.force_login(supervisor)
     old = timezone.now() - timezone.timedelta(days=5)
     for card_id in ("crd-behind", "crd-same", "crd-unknown"):
@@ -81,8 +79,7 @@ def test_a_bulk_recheck_runs_through_a_real_worker_and_reports_its_results(
 @pytest.mark.django_db
 def test_re_checking_everything_matching_the_filter_is_capped(client, settings):
     settings.TRACKER_RECHECK_MAX = 2
-    user = User.objects.create_user("sup2", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name=roles.SUPERVISORS))
+    user = staff(roles.SUPERVISORS, "sup2")
     client.force_login(user)
     old = timezone.now() - timezone.timedelta(days=5)
     for n in range(4):
@@ -98,8 +95,7 @@ def test_re_checking_everything_matching_the_filter_is_capped(client, settings):
 
 @pytest.mark.django_db
 def test_agents_cannot_start_a_recheck(client):
-    user = User.objects.create_user("amy", password="pw")
-    user.groups.add(Group.objects.get(name=roles.AGENTS))
+    user = staff(roles.AGENTS, "amy")
     client.force_login(user)
     assert client.post(reverse("tracker:stuck_recheck"), {"everything": "on"}).status_code == 403
     assert not RecheckBatch.objects.exists()

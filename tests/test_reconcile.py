@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from tests.conftest import ISSUER, make_operation, op
+from tests.conftest import ISSUER, make_operation, op, staff
 from tests.sandbox_fixtures import card, child_env
 from tracker import env, ingest, roles, serialize, sweep
 from tracker.d1 import breaker
@@ -368,8 +367,7 @@ def test_reconcile_exits_2_when_d1_is_unavailable(d1, inline, settings):
 
 @pytest.fixture
 def supervisor_client(client, db):
-    user = User.objects.create_user("sup-drift", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name=roles.SUPERVISORS))
+    user = staff(roles.SUPERVISORS, "sup-drift")
     client.force_login(user)
     return client
 
@@ -443,8 +441,7 @@ def test_healthz_shows_the_last_sweep(client):
 
 @pytest.mark.django_db
 def test_sweeps_are_read_only_in_the_admin_site(client):
-    admin = User.objects.create_user("adm-drift", password="pw", is_staff=True)
-    admin.groups.add(Group.objects.get(name=roles.ADMINISTRATORS))
+    admin = staff(roles.ADMINISTRATORS, "adm-drift")
     client.force_login(admin)
     record = Sweep.objects.create(finished_at=timezone.now(), checked=7, repaired=1)
     assert client.get("/admin/tracker/sweep/").status_code == 200
