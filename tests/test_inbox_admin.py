@@ -60,6 +60,14 @@ def test_a_body_that_is_not_json_is_shown_as_text(client):
     assert "&lt;html&gt;\ufffd oops&lt;/html&gt;" in html
 
 
+def test_a_body_nested_too_deeply_to_read_is_shown_as_text(client):
+    item = stored(b'{"operations": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}")
+    client.force_login(staff(roles.ADMINISTRATORS))
+    response = client.get(reverse("admin:tracker_inboxitem_change", args=[item.pk]))
+    assert response.status_code == 200
+    assert "[[[[" in response.content.decode()
+
+
 def test_replay_applies_a_stored_body_with_source_replay_and_is_idempotent(client):
     item = stored(json.dumps(example("07")).encode(), processed=False)  # as after a failure
     client.force_login(staff(roles.ADMINISTRATORS))

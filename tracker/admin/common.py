@@ -19,7 +19,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from tracker.d1 import lifecycle
+from tracker.d1 import lifecycle, schema
 
 COUNT_CAP = 10_000
 
@@ -85,8 +85,8 @@ def pretty_json(value: Any) -> str:
 def pretty_body(raw: bytes) -> str:
     """The body as D1 sent it: pretty-printed when it is JSON, else decoded as far as it goes."""
     try:
-        return pretty_json(json.loads(raw))
-    except ValueError:
+        return pretty_json(schema.loads(raw))
+    except (ValueError, RecursionError):  # not JSON, or too deep to read or to indent again
         return raw.decode("utf-8", errors="replace")
 
 

@@ -34,7 +34,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from tracker.d1 import breaker, budget, token
+from tracker.d1 import breaker, budget, schema, token
 from tracker.d1.errors import (
     D1Answered,
     D1BadResponse,
@@ -344,8 +344,8 @@ def _checked(response: httpx.Response, what: str) -> httpx.Response:
 def _error_body(response: httpx.Response) -> tuple[str | None, str | None]:
     """D1's `{"errorCode", "error"}`, when the body is one."""
     try:
-        document = response.json()
-    except (ValueError, RecursionError):
+        document = schema.loads(response.content)
+    except ValueError:
         return None, None
     if not isinstance(document, dict):
         return None, None
@@ -358,14 +358,14 @@ def _error_body(response: httpx.Response) -> tuple[str | None, str | None]:
 
 def _json(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return schema.loads(response.content)
+    except schema.TooDeep:
+        raise D1BadResponse(
+            f"D1 answered {response.status_code} with JSON nested too deeply to read"
+        ) from None
     except ValueError as e:
         raise D1BadResponse(
             f"D1 answered {response.status_code} with a body that is not JSON: {e}"
-        ) from None
-    except RecursionError:
-        raise D1BadResponse(
-            f"D1 answered {response.status_code} with JSON nested too deeply to read"
         ) from None
 
 

@@ -105,14 +105,27 @@ class Operation:
         )
 
 
+class TooDeep(ValueError):
+    """A JSON document nested deeper than Python's parser can follow."""
+
+
+def loads(raw: bytes | str) -> Any:
+    """json.loads for what comes from outside (D1's bodies and answers): a document nested too
+    deeply to read is a ValueError like any other unreadable one, never a RecursionError."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise TooDeep("nested too deeply to be read") from None
+
+
 def parse_body(body: bytes | str) -> list[Any]:
     """The `operations` list of a notification body; BadPayload if the body can never succeed."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadPayload("", f"body is not JSON ({e})") from None
-    except RecursionError:
+        document = loads(body)
+    except TooDeep:
         raise BadPayload("", "body is nested too deeply to be read") from None
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise BadPayload("", f"body is not JSON ({e})") from None
     if not isinstance(document, dict):
         raise BadPayload("", "body must be a JSON object with an 'operations' list")
     operations = document.get("operations")
