@@ -137,7 +137,9 @@ def _apply_locked(
 ) -> list[Result]:
     tracked = [op for op in operations if op.operation in lifecycle.TRACKED_OPERATIONS]
     orders = _lock_orders(issuer_id, sorted({op.card_id for op in tracked}), received_at)
-    loaded = {order.pk: {f: getattr(order, f) for f in _SAVED_FIELDS} for order in orders.values()}
+    # A single order (most notifications) is written back column by column: remember it as read.
+    (single,) = orders.values() if len(orders) == 1 else (None,)
+    loaded = {f: getattr(single, f) for f in _SAVED_FIELDS} if single else {}
     seen = _known_keys(orders.values(), {_dedup_key(op) for op in tracked})
     results, events, dirty = [], [], {}
     limits = attention.thresholds()
@@ -174,12 +176,10 @@ def _apply_locked(
         attention.update(order, limits)
         results.append(Result(DUPLICATE if duplicate else verdict, order.pk, changed))
     TimelineEvent.objects.bulk_create(events)
-    if len(dirty) == 1:
-        # One order (most notifications): write only the columns that changed.
-        order = next(iter(dirty.values()))
-        changed_fields = [f for f in _SAVED_FIELDS if getattr(order, f) != loaded[order.pk][f]]
+    if single:
+        changed_fields = [f for f in _SAVED_FIELDS if getattr(single, f) != loaded[f]]
         if changed_fields:
-            order.save(update_fields=changed_fields)
+            single.save(update_fields=changed_fields)
     elif dirty:
         _write_back(list(dirty.values()))
     return results

@@ -41,7 +41,6 @@ SORTS = {
     "silence": ("last_event_at", True),
     "card": ("card_id", False),
 }
-SHOW = ("open", "muted", "all")
 # What a row shows and what its reasons are computed from (attention.reasons); fetching only
 # these keeps a page of 50 orders cheap to load.
 _ROW_FIELDS = (

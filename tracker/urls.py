@@ -1,6 +1,7 @@
 from django.urls import path, register_converter
 
 from tracker import notifications
+from tracker.d1.schema import CARD_ID, ISSUER_ID
 from tracker.views import health, pages, queue
 
 app_name = "tracker"
@@ -9,7 +10,7 @@ app_name = "tracker"
 class IssuerIdConverter:
     """D1's issuerId: exactly 10 letters or digits (REFERENCE §4)."""
 
-    regex = "[A-Za-z0-9]{10}"
+    regex = ISSUER_ID.pattern
 
     def to_python(self, value: str) -> str:
         return value
@@ -21,7 +22,7 @@ class IssuerIdConverter:
 class CardIdConverter(IssuerIdConverter):
     """D1's cardId: 1 to 48 of [A-Za-z0-9_-] (REFERENCE §1)."""
 
-    regex = "[A-Za-z0-9_-]{1,48}"
+    regex = CARD_ID.pattern
 
 
 register_converter(IssuerIdConverter, "issuer_id")

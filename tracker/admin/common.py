@@ -32,11 +32,11 @@ class CappedPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         # Unordered and limited, so the database stops after COUNT_CAP + 1 rows.
-        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+        return self.object_list.order_by()[: self.cap + 1].count()
 
     @property
     def capped(self) -> bool:
-        return self.count > COUNT_CAP
+        return self.count > self.cap
 
 
 class _FixedOrderChangeList(ChangeList):

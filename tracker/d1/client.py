@@ -20,7 +20,6 @@ import enum
 import logging
 import os
 import random
-import re
 import secrets
 import ssl
 import threading
@@ -63,8 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_ISSUER_ID = re.compile(r"[A-Za-z0-9]{10}")
-_CARD_ID = re.compile(r"[A-Za-z0-9_-]{1,48}")
 _JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
@@ -139,9 +136,9 @@ class D1Client:
 
         Raises ValueError for ids that D1 could never accept (checked before any request).
         """
-        if not _ISSUER_ID.fullmatch(issuer_id):
+        if not schema.ISSUER_ID.fullmatch(issuer_id):
             raise ValueError(f"{issuer_id!r} is not a 10-character D1 issuerId")
-        if not _CARD_ID.fullmatch(card_id):
+        if not schema.CARD_ID.fullmatch(card_id):
             raise ValueError(f"{card_id!r} is not a D1 cardId (1-48 of A-Z a-z 0-9 _ -)")
         path = settings.D1_STATUS_PATH_TEMPLATE.format(issuerId=issuer_id, cardId=card_id)
         response = self._request("GET", path, issuer_id, what="productionStatus")

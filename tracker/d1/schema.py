@@ -16,6 +16,9 @@ from functools import cached_property
 from typing import Any
 
 _ID = re.compile(r"[A-Za-z0-9_-]+")
+# D1's identifiers (REFERENCE §1, §4), for whoever checks one before asking D1 or storing it.
+ISSUER_ID = re.compile(r"[A-Za-z0-9]{10}")
+CARD_ID = re.compile(r"[A-Za-z0-9_-]{1,48}")
 
 
 # D1's operation objects are four levels deep; anything far deeper is not one.

@@ -11,7 +11,6 @@ DELIVERED = "delivered"
 PROBLEM = "problem"
 RETURNED = "returned"
 UNKNOWN = "unknown"
-BUCKETS = (IN_TRANSIT, DELIVERED, PROBLEM, RETURNED, UNKNOWN)
 
 DEFAULT_MAP = {
     "Pending": IN_TRANSIT,

@@ -1,7 +1,6 @@
 """Staff pages: search and the card page. They render from the database only (queries.py); the
 live parts (card_live, d1_lookup) ask D1 through tracker.live when the browser asks them to."""
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +23,12 @@ from tracker.d1.client import (
     D1Unavailable,
     Profile,
 )
+from tracker.d1.schema import CARD_ID
 from tracker.models import CardOrder, LookupAudit, Source
 from tracker.views import HtmxHttpRequest
 
 VIEW_CARDS = "tracker.view_cardorder"
 REFRESH_LIVE = "tracker.refresh_live"
-# D1's cardId (REFERENCE §1): a query of this shape may be a card D1 knows and Tracker does not.
-_CARD_ID = re.compile(r"[A-Za-z0-9_-]{1,48}")
 # Parts of the card page an HTMX request asks for by its HX-Target; the timeline otherwise.
 _CARD_FRAGMENTS = ("card-header", "timeline", "card-banner")
 # How asking D1 can fail (the banners in card_detail.html and search.html say each in words).
@@ -114,7 +112,7 @@ def _live_context(
 def _search_context(request: HtmxHttpRequest, q: str) -> dict[str, Any]:
     found = queries.find_cards(q) if q else None
     # Where the live "Look up in D1" goes: a miss that D1 might still know.
-    lookup_card_id = q if found and not found.hits and _CARD_ID.fullmatch(q) else ""
+    lookup_card_id = q if found and not found.hits and CARD_ID.fullmatch(q) else ""
     return {
         "q": q,
         "found": found,
@@ -199,7 +197,7 @@ def card_live(request: HtmxHttpRequest, issuer_id: str, card_id: str) -> HttpRes
 def d1_lookup(request: HtmxHttpRequest) -> HttpResponse:
     issuer_id = request.POST.get("issuer_id", "")
     card_id = request.POST.get("card_id", "").strip()
-    if issuer_id not in settings.D1_ISSUER_IDS or not _CARD_ID.fullmatch(card_id):
+    if issuer_id not in settings.D1_ISSUER_IDS or not CARD_ID.fullmatch(card_id):
         return HttpResponseBadRequest("Unknown issuer or not a D1 card ID.")
     if not request.user.has_perms([VIEW_CARDS, REFRESH_LIVE]):
         audit.record(

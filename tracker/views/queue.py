@@ -12,7 +12,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, Streami
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -22,7 +21,7 @@ from tracker import attention, charts, queue, stages, sweep
 from tracker.attention import Reason
 from tracker.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 from tracker.models import CardOrder, RecheckBatch
-from tracker.templatetags.tracker import ago
+from tracker.templatetags.tracker import ago, local_minute
 from tracker.views import HtmxHttpRequest
 
 
@@ -62,7 +61,6 @@ class _RowView:
     last_event_ago: str
     site: str
     acknowledgement: str
-    muted: bool
 
 
 def _row_views(page: queue.Page) -> list[_RowView]:
@@ -70,7 +68,7 @@ def _row_views(page: queue.Page) -> list[_RowView]:
     for row in page.rows:
         order, ack = row.order, row.acknowledgement
         if order.due_at:
-            due = date_format(timezone.localtime(order.due_at), "Y-m-d H:i")
+            due = local_minute(order.due_at)
         else:
             due = order.due_date.isoformat() if order.due_date else "—"
         views.append(
@@ -87,7 +85,6 @@ def _row_views(page: queue.Page) -> list[_RowView]:
                 last_event_ago=ago(order.last_event_at, page.now),
                 site=order.production_site or "—",
                 acknowledgement=_acknowledgement_text(ack) if ack else "",
-                muted=order.muted_until is not None,
             )
         )
     return views
@@ -97,7 +94,7 @@ def _acknowledgement_text(ack) -> str:
     text = _("%(kind)s by %(who)s on %(when)s") % {
         "kind": ack.get_kind_display(),
         "who": ack.user,
-        "when": date_format(timezone.localtime(ack.created_at), "Y-m-d H:i"),
+        "when": local_minute(ack.created_at),
     }
     return f"{text}: {ack.note}" if ack.note else text
 
@@ -196,10 +193,11 @@ def stuck_export(request: HttpRequest) -> StreamingHttpResponse:
 @require_GET
 @permission_required("tracker.work_queue", raise_exception=True)
 def stuck_timeline(request: HttpRequest, order_id: int) -> HttpResponse:
-    order = get_object_or_404(CardOrder, pk=order_id)
+    order = get_object_or_404(CardOrder.objects.only("pk"), pk=order_id)
     if request.GET.get("hide"):
         return render(request, "tracker/stuck.html#row-detail", {"order": order, "open": False})
-    events = order.events.select_related("user").order_by("-received_at", "-id")[:50]
+    shown = ("received_at", "status", "shipment_status", "source", "verdict", "note")
+    events = order.events.only("order_id", *shown).order_by("-received_at", "-id")[:50]
     context = {"order": order, "events": events, "open": True}
     return render(request, "tracker/stuck.html#row-detail", context)
 

@@ -1,4 +1,3 @@
-import re
 import signal
 import threading
 from argparse import ArgumentTypeError
@@ -8,10 +7,9 @@ from contextlib import contextmanager
 from django.core.management.base import BaseCommand, CommandParser
 
 from tracker import sweep
+from tracker.d1.schema import ISSUER_ID
 from tracker.env import parse_duration
 from tracker.models import Sweep
-
-_ISSUER_ID = re.compile(r"[A-Za-z0-9]{10}")
 
 
 def _duration(value: str) -> int:
@@ -22,7 +20,7 @@ def _duration(value: str) -> int:
 
 
 def _issuer(value: str) -> str:
-    if not _ISSUER_ID.fullmatch(value):
+    if not ISSUER_ID.fullmatch(value):
         raise ArgumentTypeError(f"{value!r} is not a 10-character D1 issuerId")
     return value
 
