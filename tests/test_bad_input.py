@@ -7,12 +7,17 @@ from django.contrib.auth.models import User
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ISSUER, make_operation, op, staff
-from tests.test_notifications import NOTIFY_URL
+from tests.conftest import ISSUER, NOTIFY_URL, make_operation, op, staff
 from tracker import ingest, roles
 from tracker.models import CardOrder, Source
 
 pytestmark = pytest.mark.django_db
+
+# Tests that share their fixtures across examples, and may be slow on a busy machine.
+FUZZ = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 PAGES = [
     "/",
@@ -48,11 +53,7 @@ def administrator(client) -> User:
     return user
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(FUZZ, max_examples=150)
 @given(
     path=st.sampled_from(PAGES),
     query=st.dictionaries(st.sampled_from(NAMES), VALUES, max_size=4),
@@ -83,11 +84,7 @@ FORM_VALUES = st.one_of(
 )
 
 
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(FUZZ, max_examples=100)
 @given(
     target=st.sampled_from(["/lookup/", "/stuck/recheck/", "acknowledge", "live"]),
     data=st.dictionaries(st.sampled_from(FORM_NAMES), FORM_VALUES, max_size=5),
@@ -164,11 +161,7 @@ def _item(fields: dict) -> dict:
     return item
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(FUZZ, max_examples=150)
 @given(
     items=st.lists(
         st.one_of(JSON, st.dictionaries(FIELDS, JSON, max_size=3).map(_item)), max_size=4

@@ -68,17 +68,21 @@ def test_the_client_is_pooled_per_process_and_profile():
     assert client(Profile.BACKGROUND) is not client(Profile.INTERACTIVE)
 
 
+def mocked_d1(answer) -> D1Client:
+    """A client whose D1 hands out tokens and otherwise answers with `answer(request)`."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 900})
+        return answer(request)
+
+    return D1Client(httpx.Client(transport=httpx.MockTransport(handle), base_url="https://d1.test"))
+
+
 def test_a_bare_operation_object_is_accepted_as_well_as_an_operations_list(d1):
     d1.seed(card("crd-bare-1", stage="CARD_PROD_ONGOING"))
     bare = d1.card(ISSUER, "crd-bare-1")["current"]
-    transport = httpx.MockTransport(
-        lambda request: (
-            httpx.Response(200, json={"access_token": "t", "expires_in": 900})
-            if request.url.path.endswith("/token")
-            else httpx.Response(200, json=bare)
-        )
-    )
-    mocked = D1Client(httpx.Client(transport=transport, base_url="https://d1.test/banking/v1"))
+    mocked = mocked_d1(lambda request: httpx.Response(200, json=bare))
 
     (operation,) = mocked.get_production_status(ISSUER, "crd-bare-1")
 
@@ -87,8 +91,6 @@ def test_a_bare_operation_object_is_accepted_as_well_as_an_operations_list(d1):
 
 def test_an_answer_about_another_card_is_a_bad_response(d1):
     def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/token"):
-            return httpx.Response(200, json={"access_token": "t", "expires_in": 900})
         other = {
             "operationId": "op-1",
             "operation": "PRODUCE",
@@ -99,21 +101,10 @@ def test_an_answer_about_another_card_is_a_bad_response(d1):
         }
         return httpx.Response(200, json={"operations": [other]})
 
-    mocked = D1Client(
-        httpx.Client(transport=httpx.MockTransport(answer), base_url="https://d1.test")
-    )
+    mocked = mocked_d1(answer)
 
     with pytest.raises(D1BadResponse, match="crd-someone-else"):
         mocked.get_production_status(ISSUER, "crd-mine")
-
-
-def _answering(body: bytes) -> D1Client:
-    def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/token"):
-            return httpx.Response(200, json={"access_token": "t", "expires_in": 900})
-        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
-
-    return D1Client(httpx.Client(transport=httpx.MockTransport(answer), base_url="https://d1.test"))
 
 
 @pytest.mark.parametrize(
@@ -126,7 +117,11 @@ def _answering(body: bytes) -> D1Client:
 )
 def test_an_answer_tracker_could_not_store_or_read_is_a_bad_response(d1, body, problem):
     with pytest.raises(D1BadResponse, match=problem):
-        _answering(body).get_production_status(ISSUER, "crd-mine")
+        mocked_d1(
+            lambda request: httpx.Response(
+                200, content=body, headers={"content-type": "application/json"}
+            )
+        ).get_production_status(ISSUER, "crd-mine")
 
 
 def test_ids_d1_could_never_accept_are_refused_before_any_request(d1):
@@ -286,15 +281,11 @@ def test_a_retry_after_date_beyond_the_budget_ends_the_call_at_once(d1, settings
     calls = []
 
     def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/token"):
-            return httpx.Response(200, json={"access_token": "t", "expires_in": 900})
         calls.append(request)
         later = email.utils.formatdate(time.time() + 30, usegmt=True)
         return httpx.Response(429, headers={"retry-after": later})
 
-    mocked = D1Client(
-        httpx.Client(transport=httpx.MockTransport(answer), base_url="https://d1.test")
-    )
+    mocked = mocked_d1(answer)
     started = time.monotonic()
 
     with pytest.raises(D1Unavailable, match="no time left"):

@@ -15,14 +15,15 @@ from django.utils import timezone
 from tests.conftest import ISSUER, op, staff
 from tests.sandbox_fixtures import card, child_env
 from tracker import ingest, roles
+from tracker.bench.reconcile import busiest_window as busiest_second
 from tracker.d1 import budget
 from tracker.models import CardOrder, RecheckBatch, Source
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def worker_env(database_url: str, sandbox, d1_key) -> dict[str, str]:
-    return child_env(database_url, sandbox, d1_key, D1_BACKGROUND_RETRIES="0")
+def worker_env(database_url: str, sandbox, d1_key, **settings: str) -> dict[str, str]:
+    return child_env(database_url, sandbox, d1_key, D1_BACKGROUND_RETRIES="0", **settings)
 
 
 def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -124,10 +125,6 @@ def grants(rate: float, callers: int, each: int, name: str) -> list[float]:
         thread.join()
     assert errors == []
     return sorted(moments)
-
-
-def busiest_second(moments: list[float]) -> int:
-    return max(sum(1 for m in moments if start <= m < start + 1) for start in moments)
 
 
 @pytest.mark.django_db(transaction=True)

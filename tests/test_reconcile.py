@@ -5,7 +5,6 @@ is enqueued, on one thread), so they run on SQLite too. The worker tests at the 
 `db_worker` processes and `reconcile` commands against the PostgreSQL test database.
 """
 
-import io
 import logging
 import subprocess
 import sys
@@ -22,9 +21,11 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from tests.conftest import ISSUER, make_operation, op, staff
-from tests.sandbox_fixtures import card, child_env
+from tests.conftest import ISSUER, make_operation, op, run_command, staff
+from tests.sandbox_fixtures import card
+from tests.test_recheck import worker_env
 from tracker import env, ingest, roles, serialize, sweep
+from tracker.bench.reconcile import busiest_window as busiest_second
 from tracker.d1 import breaker
 from tracker.models import CardOrder, Source, Sweep, SweepClaim, TimelineEvent
 
@@ -63,18 +64,8 @@ def polled(d1, since: int = 0) -> Counter:
     )
 
 
-def busiest_second(moments: list[float]) -> int:
-    return max((sum(1 for m in moments if start <= m < start + 1) for start in moments), default=0)
-
-
 def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command("reconcile", *args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, out.getvalue(), err.getvalue()
+    return run_command("reconcile", *args)
 
 
 # --- What the sweep repairs ---------------------------------------------------------------------
@@ -452,10 +443,6 @@ def test_sweeps_are_read_only_in_the_admin_site(client):
 
 
 # --- Through real workers (PostgreSQL: other processes open the test database) -------------
-
-
-def worker_env(database_url: str, sandbox, d1_key, **settings: str) -> dict[str, str]:
-    return child_env(database_url, sandbox, d1_key, D1_BACKGROUND_RETRIES="0", **settings)
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.Popen:

@@ -1,7 +1,5 @@
 """A supervisor works the queue in a real browser: filter, open a timeline, re-check with D1."""
 
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -11,7 +9,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import CONTEXT, log_in, serious_accessibility_violations
 from tests.conftest import ISSUER, op
 from tests.sandbox_fixtures import card
-from tests.test_recheck import ROOT, worker_env
+from tests.test_recheck import run_worker, worker_env
 from tracker import ingest
 from tracker.models import CardOrder, Source
 
@@ -69,14 +67,7 @@ def test_a_supervisor_filters_opens_a_timeline_and_re_checks_with_d1(
     page.get_by_label("Select all on this page").check()
     page.get_by_role("button", name="Re-check selected with D1").click()
     expect(page.locator("#recheck-progress")).to_contain_text("Re-checking with D1: 0 of 2")
-    worker = subprocess.run(
-        [sys.executable, "manage.py", "db_worker", "--batch", "--no-startup-delay", "--no-reload"],
-        cwd=ROOT,
-        env=worker_env(database_url, sandbox, d1_key),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    worker = run_worker(worker_env(database_url, sandbox, d1_key))
     assert worker.returncode == 0, worker.stderr[-2000:]
     expect(page.locator("#recheck-progress")).to_contain_text(
         "2 checked, 2 changed, 0 failed", timeout=10_000
