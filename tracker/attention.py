@@ -72,6 +72,12 @@ def forget_thresholds() -> None:
     _cached = None
 
 
+def state_changed(order: CardOrder, at: datetime) -> None:
+    """The order's state changed at `at`: an acknowledgement or a snooze holds only until then."""
+    order.state_changed_at = at
+    order.muted_until = None
+
+
 def update(order: CardOrder, limits: Thresholds | None = None) -> None:
     """Recompute the order's silent_after and attention_since from its current state."""
     limits = limits or thresholds()

@@ -56,9 +56,7 @@ def correct(
             setattr(order, name, after)
         derived = _derive(order, changes)
         if set(changes) - REFERENCES:
-            # As when the ingest records a change of state: the queue's mute ends.
-            order.state_changed_at = now
-            order.muted_until = None
+            attention.state_changed(order, now)  # as when the ingest records a change of state
             derived += ["state_changed_at", "muted_until"]
         attention.update(order)
         order.save(update_fields=[*changes, *derived, "silent_after", "attention_since"])

@@ -165,8 +165,7 @@ def _apply_locked(
         order.late_after = sla.late_after(order.due_date, order.due_at, order.production_site)
         changed = _state(order) != before
         if changed:
-            order.state_changed_at = received_at
-            order.muted_until = None  # an acknowledgement holds only until the state changes
+            attention.state_changed(order, received_at)
         if duplicate:
             order.duplicates_received += 1
         else:

@@ -203,8 +203,8 @@ def start_recheck(orders: QuerySet[CardOrder], user, limit: int) -> RecheckBatch
 
 def _mute(order: CardOrder, user, kind: str, until: datetime | None, note: str) -> Acknowledgement:
     with transaction.atomic():
-        # Under the same row lock as the ingest, so a state change is never lost to a stale copy.
-        CardOrder.objects.select_for_update().filter(pk=order.pk).update(muted_until=until)
+        # The UPDATE takes the row lock the ingest takes, so a state change is never lost to it.
+        CardOrder.objects.filter(pk=order.pk).update(muted_until=until)
         order.muted_until = until
         return Acknowledgement.objects.create(
             order=order, user=user, kind=kind, until=None if until == FOREVER else until, note=note
