@@ -63,14 +63,19 @@ class BoundedAdmin(admin.ModelAdmin):
     list_max_show_all = 200
 
 
-class ReadOnlyAdmin(BoundedAdmin):
+class NoAddOrDelete:
+    """Rows that come from D1, a migration or an import: nobody adds or deletes one here, not even
+    a superuser (D1's record of a card, a notification body, a stage's threshold)."""
+
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+
+class ReadOnlyAdmin(NoAddOrDelete, BoundedAdmin):
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
 

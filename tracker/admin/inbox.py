@@ -11,7 +11,14 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from tracker import inbox
-from tracker.admin.common import BoundedAdmin, IssuerFilter, pre, pretty_body, pretty_json
+from tracker.admin.common import (
+    BoundedAdmin,
+    IssuerFilter,
+    NoAddOrDelete,
+    pre,
+    pretty_body,
+    pretty_json,
+)
 from tracker.models import InboxItem
 
 logger = logging.getLogger(__name__)
@@ -21,7 +28,7 @@ _REPLAY_LIMIT = 500
 
 
 @admin.register(InboxItem)
-class InboxItemAdmin(BoundedAdmin):
+class InboxItemAdmin(NoAddOrDelete, BoundedAdmin):
     list_display = [
         "received_at",
         "issuer_id",
@@ -48,12 +55,6 @@ class InboxItemAdmin(BoundedAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[InboxItem]:
         # The list never shows bodies, and each can be megabytes.
         return super().get_queryset(request).defer("body", "headers", "results")
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         # A stored body is evidence and never edited; "change" only grants the replay action.

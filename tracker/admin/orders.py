@@ -32,6 +32,7 @@ from tracker.admin.common import (
     BoundedAdmin,
     IssuerFilter,
     MutedFilter,
+    NoAddOrDelete,
     SiteFilter,
     StageFilter,
     UnrecognizedFilter,
@@ -144,7 +145,7 @@ class OrdersImportForm(ImportForm):
 
 
 @admin.register(CardOrder)
-class CardOrderAdmin(ImportMixin, BoundedAdmin):
+class CardOrderAdmin(NoAddOrDelete, ImportMixin, BoundedAdmin):
     form = CardOrderForm
     list_display = [
         "card_id",
@@ -182,12 +183,6 @@ class CardOrderAdmin(ImportMixin, BoundedAdmin):
     tmp_storage_class = _ImportStorage
     import_template_name = "admin/tracker/cardorder/import.html"
     import_error_display = ("message",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # orders come from D1 or from a CSV import
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False  # not even for superusers: D1's record of a card is never deleted
 
     def has_import_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("tracker.import_orders")

@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from tracker import tasks
-from tracker.admin.common import ReadOnlyAdmin, pre, pretty_json
+from tracker.admin.common import NoAddOrDelete, ReadOnlyAdmin, pre, pretty_json
 from tracker.models import Acknowledgement, LookupAudit, Sweep, Threshold, TimelineEvent
 
 
@@ -70,17 +70,11 @@ class TimelineEventAdmin(_ByCardSearch, ReadOnlyAdmin):
 
 
 @admin.register(Threshold)
-class ThresholdAdmin(admin.ModelAdmin):
+class ThresholdAdmin(NoAddOrDelete, admin.ModelAdmin):
     list_display = ["name", "hours", "updated_at"]
     list_editable = ["hours"]
     fields = ["name", "hours"]
     readonly_fields = ["name"]
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False  # one row per stage, created by a migration
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)
