@@ -12,18 +12,13 @@ BENCH_REDIS_URL names one (give it a database number of its own: redis://127.0.0
 `manage.py reconcile --once` (CONTRACT §5) runs the sweep. The clock runs from the sweep's start
 to the last task finished; the one-second windows (sliding, not aligned to the second) and "each
 card once" come from the sandbox's own request log.
-
-Skipped, with the reason, while `manage.py reconcile` does not exist.
 """
 
 import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
-
-from django.core.management import get_commands
 
 from tracker.bench import data, db, procs
 from tracker.bench.report import ScenarioResult, summary
@@ -37,19 +32,6 @@ MAX_RPS = 100
 SLACK_SECONDS = 10.0
 DEFAULT_WORKERS = 3  # README, "Sizing the workers": 3 x 8 threads at 100/s and 50 ms
 _SEED_BATCH = 1_000
-
-
-def missing() -> str:
-    """Why the scenario cannot run on this branch ("" when it can)."""
-    if "reconcile" not in get_commands():
-        return "manage.py reconcile does not exist on this branch yet (issue 7)"
-    return ""
-
-
-def run(ctx: procs.Context) -> ScenarioResult:
-    if reason := missing():
-        return ScenarioResult("reconcile", issue=7, status="skipped", reason=reason)
-    return measure(ctx, sweep=_sweep_command)
 
 
 def _sweep_command(ctx: procs.Context, env: dict[str, str]) -> str:
@@ -66,17 +48,12 @@ def _sweep_command(ctx: procs.Context, env: dict[str, str]) -> str:
     return done.stdout[-2000:]
 
 
-def measure(
-    ctx: procs.Context,
-    *,
-    sweep: Callable[[procs.Context, dict[str, str]], str],
-    workers: int | None = None,
-) -> ScenarioResult:
-    """Run `sweep` over the silent cards with workers running; measure it from the sandbox."""
+def run(ctx: procs.Context) -> ScenarioResult:
+    """`reconcile --once` over the silent cards with workers running; measured from the sandbox."""
     result = ScenarioResult("reconcile", issue=7)
     cards = 500 if ctx.quick else CARDS
     budget = cards / MAX_RPS + SLACK_SECONDS
-    workers = workers or ctx.reconcile_workers or DEFAULT_WORKERS
+    workers = ctx.reconcile_workers or DEFAULT_WORKERS
     url = db.derived(ctx.database_url, "reconcile")
     db.claim(url, db.ensure_database(url))
     with procs.running(ctx) as processes:
@@ -94,7 +71,7 @@ def measure(
         time.sleep(2.0)  # the workers' start-up, so that it is not counted as the sweep's
         since = max((entry["seq"] for entry in sandbox.remote.requests()), default=0)
         started = time.time()
-        output = sweep(ctx, env)
+        output = _sweep_command(ctx, env)
         enqueued = time.time()
         finished = _wait_for_tasks(url, deadline=started + budget * 3 + 60)
         requests = sandbox.remote.requests(since)
@@ -102,7 +79,7 @@ def measure(
     result.details["sweep_command_seconds"] = round(enqueued - started, 1)
     figures = _figures(requests, card_ids, started, finished)
     figures["workers"] = workers
-    figures["cache"] = "redis" if os.environ.get("BENCH_REDIS_URL") else "database"
+    figures["cache"] = "redis" if redis else "database"
     figures["repaired"] = _repaired(url)
     result.details.update(figures)
     result.check(
