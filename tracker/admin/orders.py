@@ -259,6 +259,13 @@ class CardOrderAdmin(NoAddOrDelete, ImportMixin, BoundedAdmin):
             *super().get_urls(),
         ]
 
+    def _page_context(self, request: HttpRequest, title: str, order: CardOrder | None = None):
+        """What the admin's frame needs on the card orders' own pages (page.html)."""
+        context = {**self.admin_site.each_context(request), "title": title, "opts": self.opts}
+        if order is not None:
+            context.update(subtitle=str(order), object=order)
+        return context
+
     def history_view(self, request: HttpRequest, object_id: str, extra_context=None):
         order = self._order(request, object_id)
         if order is None:
@@ -269,13 +276,15 @@ class CardOrderAdmin(NoAddOrDelete, ImportMixin, BoundedAdmin):
         page = Paginator(records.order_by("-history_date", "-history_id"), 50).get_page(
             request.GET.get("p")
         )
-        reverted = dict(records.filter(reverts__isnull=False).values_list("reverts", "history_id"))
+        # Which of this page's changes a later change reverted.
+        shown = [record.history_id for record in page]
+        reverted = dict(
+            corrections.Correction.objects.filter(reverts__in=shown).values_list(
+                "reverts", "history_id"
+            )
+        )
         context = {
-            **self.admin_site.each_context(request),
-            "title": _("History of corrections"),
-            "subtitle": str(order),
-            "opts": self.opts,
-            "object": order,
+            **self._page_context(request, _("History of corrections"), order),
             "page": page,
             "rows": [_history_row(record, reverted) for record in page],
             "can_revert": self.has_change_permission(request, order),
@@ -305,13 +314,10 @@ class CardOrderAdmin(NoAddOrDelete, ImportMixin, BoundedAdmin):
                     messages.SUCCESS,
                 )
             return redirect(history)
+        title = _("Revert change #%(number)d") % {"number": change.history_id}
         context = {
-            **self.admin_site.each_context(request),
-            "title": _("Revert change #%(number)d") % {"number": change.history_id},
-            "subtitle": str(order),
-            "opts": self.opts,
-            "object": order,
-            "change": _history_row(change, {}),
+            **self._page_context(request, title, order),
+            "change": {"record": change},
             "fields": [
                 (
                     CardOrder._meta.get_field(name).verbose_name,
@@ -364,9 +370,7 @@ class CardOrderAdmin(NoAddOrDelete, ImportMixin, BoundedAdmin):
             self.message_user(request, message, messages.SUCCESS)
             return None
         context = {
-            **self.admin_site.each_context(request),
-            "title": _("Mark orders resolved"),
-            "opts": self.opts,
+            **self._page_context(request, _("Mark orders resolved")),
             "orders": queryset.order_by("card_id")[:50],
             "ids": ids,
             "form": form,
