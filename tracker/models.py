@@ -4,6 +4,8 @@ Only tracker/ingest.py writes D1 state into these tables; administrators' correc
 tracker/corrections.py, under the same row locks, and are the only changes kept as history.
 """
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -46,6 +48,19 @@ class CorrectionHistory(HistoricalRecords):
     The ingest saves orders on the hot notification path; a save() there must stay one
     statement, and D1's changes are already kept as timeline events.
     """
+
+    def __init__(self, *, kept: Iterable[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kept = {"id", "issuer_id", "card_id", *kept}
+
+    def finalize(self, sender, **kwargs) -> None:
+        # Only the order's identity and the `kept` fields are copied: a field added to the order
+        # later stays out of the history (and so do D1's free texts) until it is named there.
+        if sender is self.cls:
+            self.excluded_fields = [
+                field.name for field in sender._meta.concrete_fields if field.name not in self.kept
+            ]
+        super().finalize(sender, **kwargs)
 
     def post_save(self, instance, created, using=None, **kwargs) -> None:
         return None
@@ -146,32 +161,8 @@ class CardOrder(models.Model):
         "bulk_order_id",
     )
     history = CorrectionHistory(
+        kept=CORRECTABLE,
         bases=[CorrectionRecord],
-        excluded_fields=[
-            "operation_id",
-            "operation",
-            "tracking_type",
-            "stage_rank",
-            "start_time",
-            "end_time",
-            "due_at",
-            "late_after",
-            "shipment_message",
-            "tracking_url",
-            "shipment",
-            "shipment_updated_at",
-            "error_code",
-            "error",
-            "reason",
-            "first_seen_at",
-            "last_event_at",
-            "last_checked_at",
-            "state_changed_at",
-            "duplicates_received",
-            "silent_after",
-            "attention_since",
-            "muted_until",
-        ],
         history_id_field=models.BigAutoField(primary_key=True),
         history_change_reason_field=models.TextField(_("reason"), null=True),
         verbose_name=_("correction"),

@@ -32,8 +32,11 @@ def acquire(name: str = "d1", rate: float | None = None) -> float:
     rate = rate or settings.D1_MAX_RPS
     interval = 1.0 / (rate * _HEADROOM)
     now = time.time()
+    redis = _redis()
     slot = (
-        _reserve_in_redis(name, now, interval) if _redis() else _reserve_in_db(name, now, interval)
+        _reserve_in_redis(redis, name, now, interval)
+        if redis
+        else _reserve_in_db(name, now, interval)
     )
     wait = max(0.0, slot - time.time())
     if wait:
@@ -46,9 +49,9 @@ def _redis():
     return client_factory.get_client(write=True) if hasattr(client_factory, "get_client") else None
 
 
-def _reserve_in_redis(name: str, now: float, interval: float) -> float:
+def _reserve_in_redis(redis, name: str, now: float, interval: float) -> float:
     key = cache.make_and_validate_key(f"tracker:budget:{name}")
-    return float(_redis().eval(_RESERVE, 1, key, repr(now), repr(interval)))
+    return float(redis.eval(_RESERVE, 1, key, repr(now), repr(interval)))
 
 
 def _reserve_in_db(name: str, now: float, interval: float) -> float:
