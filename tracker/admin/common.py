@@ -87,6 +87,30 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def pre_json(value: Any) -> str:
+    """JSON kept as sent, indented and read-only; "-" when there is none."""
+    return pre(pretty_json(value)) if value is not None else "-"
+
+
+def flat_fields(fields: list) -> list[str]:
+    """The names in a `fields` layout whose rows may be tuples: to show them all read-only."""
+    return [name for row in fields for name in ([row] if isinstance(row, str) else row)]
+
+
+class ExactSearch:
+    """Search on one exact value, which an index serves (Django's would be case-insensitive,
+    which no index here can); subclasses say how in search()."""
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return self.search(queryset, term), False
+
+    def search(self, queryset: QuerySet, term: str) -> QuerySet:
+        raise NotImplementedError
+
+
 def pretty_body(raw: bytes) -> str:
     """The body as D1 sent it: pretty-printed when it is JSON, else decoded as far as it goes."""
     try:

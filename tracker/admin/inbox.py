@@ -15,6 +15,7 @@ from tracker.admin.common import (
     BoundedAdmin,
     IssuerFilter,
     NoAddOrDelete,
+    flat_fields,
     pre,
     pretty_body,
     pretty_json,
@@ -50,7 +51,7 @@ class InboxItemAdmin(NoAddOrDelete, BoundedAdmin):
         "shown_body",
         "shown_results",
     ]
-    readonly_fields = [name for row in fields for name in ([row] if isinstance(row, str) else row)]
+    readonly_fields = flat_fields(fields)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[InboxItem]:
         # The list never shows bodies, and each can be megabytes.

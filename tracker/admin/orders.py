@@ -30,14 +30,14 @@ from import_export.tmp_storages import CacheStorage
 from tracker import corrections, queries, queue
 from tracker.admin.common import (
     BoundedAdmin,
+    ExactSearch,
     IssuerFilter,
     MutedFilter,
     NoAddOrDelete,
     SiteFilter,
     StageFilter,
     UnrecognizedFilter,
-    pre,
-    pretty_json,
+    pre_json,
 )
 from tracker.forms import CardOrderForm, ReasonForm, ResolveForm, no_card_number
 from tracker.models import CardOrder
@@ -145,7 +145,7 @@ class OrdersImportForm(ImportForm):
 
 
 @admin.register(CardOrder)
-class CardOrderAdmin(NoAddOrDelete, ImportMixin, BoundedAdmin):
+class CardOrderAdmin(NoAddOrDelete, ExactSearch, ImportMixin, BoundedAdmin):
     form = CardOrderForm
     list_display = [
         "card_id",
@@ -192,12 +192,8 @@ class CardOrderAdmin(NoAddOrDelete, ImportMixin, BoundedAdmin):
             return [*_FIELDSETS, _WHY]
         return _FIELDSETS
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
-        # Django's own search would be case-insensitive, which no index here can serve.
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(pk__in=queries.matching_orders(term)), False
+    def search(self, queryset: QuerySet, term: str) -> QuerySet:
+        return queryset.filter(pk__in=queries.matching_orders(term))
 
     @admin.display(description=gettext_lazy("flags"))
     def flags(self, order: CardOrder) -> str:
@@ -216,7 +212,7 @@ class CardOrderAdmin(NoAddOrDelete, ImportMixin, BoundedAdmin):
 
     @admin.display(description=gettext_lazy("shipment (as sent)"))
     def shown_shipment(self, order: CardOrder) -> str:
-        return pre(pretty_json(order.shipment)) if order.shipment is not None else "-"
+        return pre_json(order.shipment)
 
     # --- Corrections ---------------------------------------------------------------------------
 

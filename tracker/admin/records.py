@@ -13,20 +13,23 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from tracker import tasks
-from tracker.admin.common import NoAddOrDelete, ReadOnlyAdmin, pre, pretty_json
+from tracker.admin.common import (
+    ExactSearch,
+    NoAddOrDelete,
+    ReadOnlyAdmin,
+    flat_fields,
+    pre_json,
+)
 from tracker.models import Acknowledgement, LookupAudit, Sweep, Threshold, TimelineEvent
 
 
-class _ByCardSearch:
+class _ByCardSearch(ExactSearch):
     """Search by the exact card ID of the order (its index serves it; case matters)."""
 
     search_help_text = _("The whole card ID.")
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(order__card_id=term), False
+    def search(self, queryset: QuerySet, term: str) -> QuerySet:
+        return queryset.filter(order__card_id=term)
 
 
 @admin.register(TimelineEvent)
@@ -51,14 +54,14 @@ class TimelineEventAdmin(_ByCardSearch, ReadOnlyAdmin):
         ("user", "note"),
         "shown_raw",
     ]
-    readonly_fields = [name for row in fields for name in ([row] if isinstance(row, str) else row)]
+    readonly_fields = flat_fields(fields)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TimelineEvent]:
         return super().get_queryset(request).defer("raw")
 
     @admin.display(description=_("operation (as sent)"))
     def shown_raw(self, event: TimelineEvent) -> str:
-        return pre(pretty_json(event.raw)) if event.raw is not None else "-"
+        return pre_json(event.raw)
 
     @admin.display(description=_("notification"))
     def shown_inbox(self, event: TimelineEvent) -> str:
@@ -91,21 +94,18 @@ class AcknowledgementAdmin(_ByCardSearch, ReadOnlyAdmin):
 
 
 @admin.register(LookupAudit)
-class LookupAuditAdmin(ReadOnlyAdmin):
+class LookupAuditAdmin(ExactSearch, ReadOnlyAdmin):
     list_display = ["at", "username", "action", "outcome", "issuer_id", "card_id"]
     list_filter = ["action", "outcome"]
     search_fields = ["card_id", "username"]
     search_help_text = _("The whole card ID or username.")
     ordering = ["-at"]
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
+    def search(self, queryset: QuerySet, term: str) -> QuerySet:
         # (issuer_id, card_id, at) and (username, at) are indexed; naming the served issuers
         # lets the first index find a card without its issuer.
         by_card = queryset.filter(issuer_id__in=settings.D1_ISSUER_IDS, card_id=term)
-        return by_card | queryset.filter(username=term), False
+        return by_card | queryset.filter(username=term)
 
 
 @admin.register(Sweep)
