@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
@@ -85,6 +85,16 @@ def pre(text: str) -> str:
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def capped_pks(model_admin, request: HttpRequest, queryset, limit: int, message: str):
+    """The selected rows' ids for an action that runs inside the request; None, and the user
+    told why (`message` % {"limit": limit}), when more than `limit` are selected."""
+    pks = list(queryset.values_list("pk", flat=True)[: limit + 1])
+    if len(pks) > limit:
+        model_admin.message_user(request, message % {"limit": limit}, messages.ERROR)
+        return None
+    return pks
 
 
 def pre_json(value: Any) -> str:

@@ -15,6 +15,7 @@ from tracker.admin.common import (
     BoundedAdmin,
     IssuerFilter,
     NoAddOrDelete,
+    capped_pks,
     flat_fields,
     pre,
     pretty_body,
@@ -77,10 +78,9 @@ class InboxItemAdmin(NoAddOrDelete, BoundedAdmin):
         description=_("Replay the selected notifications (idempotent)"), permissions=["change"]
     )
     def replay(self, request: HttpRequest, queryset: QuerySet[InboxItem]) -> None:
-        pks = list(queryset.values_list("pk", flat=True)[: _REPLAY_LIMIT + 1])
-        if len(pks) > _REPLAY_LIMIT:
-            message = _("Select at most %(limit)d notifications to replay at once.")
-            self.message_user(request, message % {"limit": _REPLAY_LIMIT}, messages.ERROR)
+        message = _("Select at most %(limit)d notifications to replay at once.")
+        pks = capped_pks(self, request, queryset, _REPLAY_LIMIT, message)
+        if pks is None:
             return
         items = InboxItem.objects.filter(pk__in=pks).order_by("received_at", "pk")
         verdicts, rejected, done = Counter(), 0, 0

@@ -37,6 +37,7 @@ from tracker.admin.common import (
     SiteFilter,
     StageFilter,
     UnrecognizedFilter,
+    capped_pks,
     pre_json,
 )
 from tracker.forms import CardOrderForm, ReasonForm, ResolveForm, no_card_number
@@ -334,11 +335,11 @@ class CardOrderAdmin(NoAddOrDelete, ExactSearch, ImportMixin, BoundedAdmin):
     )
     def resync(self, request: HttpRequest, queryset: QuerySet[CardOrder]) -> None:
         limit = settings.TRACKER_RECHECK_MAX
-        if queryset.order_by()[: limit + 1].count() > limit:
-            message = _("Select at most %(limit)d orders to re-sync at once.")
-            self.message_user(request, message % {"limit": limit}, messages.ERROR)
+        message = _("Select at most %(limit)d orders to re-sync at once.")
+        pks = capped_pks(self, request, queryset, limit, message)
+        if pks is None:
             return
-        batch = queue.start_recheck(queryset, request.user, limit)
+        batch = queue.start_recheck(CardOrder.objects.filter(pk__in=pks), request.user, limit)
         message = ngettext(
             "Asked D1 again about %(count)d order: its re-sync runs in the background, "
             "within the shared budget of %(rps)s calls a second.",
@@ -352,10 +353,9 @@ class CardOrderAdmin(NoAddOrDelete, ExactSearch, ImportMixin, BoundedAdmin):
         description=gettext_lazy("Mark the selected orders resolved…"), permissions=["change"]
     )
     def mark_resolved(self, request: HttpRequest, queryset: QuerySet[CardOrder]):
-        ids = list(queryset.values_list("pk", flat=True)[: RESOLVE_LIMIT + 1])
-        if len(ids) > RESOLVE_LIMIT:
-            message = _("Select at most %(limit)d orders to mark resolved at once.")
-            self.message_user(request, message % {"limit": RESOLVE_LIMIT}, messages.ERROR)
+        message = _("Select at most %(limit)d orders to mark resolved at once.")
+        ids = capped_pks(self, request, queryset, RESOLVE_LIMIT, message)
+        if ids is None:
             return None
         form = ResolveForm(request.POST if "confirm" in request.POST else None)
         if form.is_bound and form.is_valid():
