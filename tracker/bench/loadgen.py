@@ -102,11 +102,7 @@ def _open_loop(
             if started - due > max_lag:
                 overloaded.set()  # the server is that far behind: stop sending
                 continue
-            status, error = _one(address, raw)
-            ended = time.perf_counter()
-            row = [bench_id, due - origin, started - origin, ended - origin, status]
-            if error:
-                row.append(error)
+            row = _timed(address, bench_id, raw, origin, due, started)
             with lock:
                 rows.append(row)
 
@@ -128,6 +124,18 @@ def _open_loop(
     return rows
 
 
+def _timed(
+    address: tuple[str, int], bench_id: str, raw: bytes, origin: float, due: float, started: float
+) -> list[Any]:
+    """POST one body; its row: id, when due, sent and answered (from origin), status[, error]."""
+    status, error = _one(address, raw)
+    ended = time.perf_counter()
+    row = [bench_id, due - origin, started - origin, ended - origin, status]
+    if error:
+        row.append(error)
+    return row
+
+
 def _closed_loop(
     address: tuple[str, int], prepared: list[tuple[str, bytes]], threads: int, duration: float
 ) -> list[list[Any]]:
@@ -146,11 +154,7 @@ def _closed_loop(
                 return
             bench_id, raw = prepared[index]
             started = time.perf_counter()
-            status, error = _one(address, raw)
-            ended = time.perf_counter()
-            row = [bench_id, started - origin, started - origin, ended - origin, status]
-            if error:
-                row.append(error)
+            row = _timed(address, bench_id, raw, origin, started, started)
             with lock:
                 rows.append(row)
 
