@@ -15,6 +15,8 @@ Rows are locked per card (select_for_update) so concurrent deliveries for one ca
 """
 
 import logging
+import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,7 +38,7 @@ logger = logging.getLogger(__name__)
 DUPLICATE = "duplicate"
 IGNORED = "ignored"
 
-_DEADLOCK_RETRIES = 3
+_DEADLOCK_RETRIES = 5
 _LIVE_SOURCES = frozenset({Source.ON_DEMAND, Source.RECONCILE})
 # What an operator would call "the state": a change here is a repair when reconciliation finds it.
 _STATE_FIELDS = (
@@ -120,6 +122,8 @@ def in_retried_transaction[T](work: Callable[[], T]) -> T:
             if attempt == _DEADLOCK_RETRIES or not _is_retryable(e):
                 raise
             logger.info("ingest retrying after %s (attempt %d)", e.__class__.__name__, attempt)
+            # Apart at random, so that the transactions that deadlocked do not meet again in step.
+            time.sleep(random.uniform(0, 0.02 * attempt))
     raise AssertionError("unreachable")
 
 
