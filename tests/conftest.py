@@ -16,12 +16,12 @@ from tracker.d1.schema import Operation, parse_body, parse_operation
 
 pytest_plugins = ["tests.sandbox_fixtures"]
 
-EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "d1" / "examples"
 ISSUER = "ISS7K2M40Q"
 
 
 def example(name: str) -> dict[str, Any]:
-    """A shared D1 payload (copied from ../shared/d1/examples) by its number or file name."""
+    """A D1 example payload (docs/d1/examples) by its number or file name."""
     matches = sorted(EXAMPLES.glob(f"{name}*.json"))
     assert len(matches) == 1, f"no single example named {name}"
     return json.loads(matches[0].read_text())

@@ -570,7 +570,6 @@ LIST_PAGES = {
 def test_each_list_page_costs_a_fixed_number_of_queries(
     client, administrator, django_assert_num_queries, list_page
 ):
-    # (Not named `page`: that is pytest-playwright's fixture, which would pull in a browser.)
     name, _, query = list_page.partition("?")
     url = reverse(f"admin:{name}_changelist") + (f"?{query}" if query else "")
     populate(3)

@@ -342,7 +342,7 @@ def test_shares_are_shares_over_many_cards(remote):
 
 def test_seeded_operations_are_answered_verbatim_and_the_lifecycle_goes_on(sandbox, d1_key, remote):
     shipped = json.loads(
-        (ROOT / "tests/examples/07-notification-card-shipped-first.json").read_text()
+        (ROOT / "docs/d1/examples/07-notification-card-shipped-first.json").read_text()
     )
     (first,) = shipped["operations"]
     remote.seed({"issuerId": ISSUER, "cardId": first["cardId"], "operations": [first]})

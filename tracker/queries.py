@@ -4,14 +4,16 @@ Each read is bounded and served by an index (models.py), so a page costs the sam
 orders or ten million: no COUNT(*), no sort over a whole table, a fixed number of queries.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import reduce
 from operator import or_
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Count, Field, Max, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 from django.utils import timezone
@@ -55,7 +57,7 @@ class Hit:
 
     @property
     def matched_label(self) -> str:
-        return CardOrder._meta.get_field(self.matched_field).verbose_name
+        return str(_field(self.matched_field).verbose_name)
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,10 @@ def _matching(q: str, exact: bool, per_key: int) -> QuerySet[CardOrder]:
     # makes each key an index range scan that stops after `per_key` rows, whatever the data.
     pattern = connection.ops.prep_for_like_query(q) + ("" if exact else "%")
     quote = connection.ops.quote_name
-    table, pk = quote(CardOrder._meta.db_table), quote(CardOrder._meta.pk.column)
+    table, pk = quote(CardOrder._meta.db_table), quote(_column("id"))
     branches = []
     for field in SEARCH_FIELDS:
-        column = quote(CardOrder._meta.get_field(field).column)
+        column = quote(_column(field))
         branches.append(
             f"(SELECT {pk} FROM {table} WHERE {column} LIKE %s"
             f" ORDER BY {column} USING ~<~ LIMIT {int(per_key)})"
@@ -118,14 +120,27 @@ def _matching(q: str, exact: bool, per_key: int) -> QuerySet[CardOrder]:
     )
 
 
+def _field(name: str) -> Field[Any, Any]:
+    field = CardOrder._meta.get_field(name)
+    assert isinstance(field, Field), name  # a column of the order, never a reverse relation
+    return field
+
+
+def _column(name: str) -> str:
+    column = _field(name).column
+    assert column, name
+    return column
+
+
 def _hit(order: CardOrder, q: str) -> Hit:
     values = [(field, getattr(order, field)) for field in SEARCH_FIELDS]
     # SQLite's LIKE ignores case, PostgreSQL's does not: try the strictest match first.
-    for matches in (
+    strictest_first: tuple[Callable[[str], bool], ...] = (
         lambda value: value == q,
         lambda value: value.startswith(q),
         lambda value: value.casefold().startswith(q.casefold()),
-    ):
+    )
+    for matches in strictest_first:
         for field, value in values:
             if matches(value):
                 return Hit(order, field, value)
@@ -138,7 +153,7 @@ def card_detail(issuer_id: str, card_id: str) -> CardDetail | None:
         order = CardOrder.objects.get(issuer_id=issuer_id, card_id=card_id)
     except CardOrder.DoesNotExist:
         return None
-    events = list(
+    events: list[TimelineEvent] = list(
         order.events.select_related("user")
         .defer("raw", "content_hash")
         # Only what the timeline shows of each operation object, not the whole JSON.
@@ -190,15 +205,15 @@ def delivery_health(now: datetime | None = None) -> DeliveryHealth:
     served = settings.D1_ISSUER_IDS
     # (issuer_id, received_at) is indexed: the window and each "last" are index range scans.
     recent = InboxItem.objects.filter(issuer_id__in=served, received_at__gte=since)
-    counts = {
-        row.pop("issuer_id"): row
-        for row in recent.values("issuer_id").annotate(
-            notifications=Count("pk"),
-            rejected=Count("pk", filter=Q(outcome=InboxItem.Outcome.REJECTED)),
-            failed=Count("pk", filter=Q(outcome=InboxItem.Outcome.FAILED)),
-            **{name: Sum(name) for name in _OPERATION_COUNTS},
-        )
-    }
+    counts: dict[str, dict[str, Any]] = {}
+    for row in recent.values("issuer_id").annotate(
+        notifications=Count("pk"),
+        rejected=Count("pk", filter=Q(outcome=InboxItem.Outcome.REJECTED)),
+        failed=Count("pk", filter=Q(outcome=InboxItem.Outcome.FAILED)),
+        **{name: Sum(name) for name in _OPERATION_COUNTS},
+    ):
+        figures: dict[str, Any] = dict(row)
+        counts[figures.pop("issuer_id")] = figures
     # Failures are counted by the hour: the window takes whole hours, the current one included.
     failures = dict(
         AuthFailureCount.objects.filter(hour__gt=since - timedelta(hours=1))

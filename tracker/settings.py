@@ -217,7 +217,7 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 
-# --- D1 (see ../shared/d1/REFERENCE.md and README.md, "Settings") ---------------------------
+# --- D1 (see docs/d1/REFERENCE.md and docs/settings.md) --------------------------------------
 
 DEMO_ISSUER_ID = "ISS7K2M40Q"
 

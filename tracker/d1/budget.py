@@ -8,6 +8,7 @@ the default cache lives too).
 """
 
 import time
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -44,12 +45,15 @@ def acquire(name: str = "d1", rate: float | None = None) -> float:
     return wait
 
 
-def _redis():
+def _redis() -> Any | None:
+    """The Redis client behind the cache (redis-py, untyped), or None on the database cache."""
     client_factory = getattr(cache, "_cache", None)
-    return client_factory.get_client(write=True) if hasattr(client_factory, "get_client") else None
+    if client_factory is None or not hasattr(client_factory, "get_client"):
+        return None
+    return client_factory.get_client(write=True)
 
 
-def _reserve_in_redis(redis, name: str, now: float, interval: float) -> float:
+def _reserve_in_redis(redis: Any, name: str, now: float, interval: float) -> float:
     key = cache.make_and_validate_key(f"tracker:budget:{name}")
     return float(redis.eval(_RESERVE, 1, key, repr(now), repr(interval)))
 
@@ -67,6 +71,6 @@ def _reserve_in_db(name: str, now: float, interval: float) -> float:
             cursor.execute(sql, [now, interval, name])
             row = cursor.fetchone()
         if row is not None:
-            return row[0] - interval
+            return float(row[0]) - interval
         RateBudget.objects.get_or_create(name=name)  # the first reservation of this budget
     raise RuntimeError(f"rate budget {name!r} could not be reserved")

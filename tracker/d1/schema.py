@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal, overload
 
 _ID = re.compile(r"[A-Za-z0-9_-]+")
 # D1's identifiers (REFERENCE §1, §4), for whoever checks one before asking D1 or storing it.
@@ -244,6 +244,12 @@ class _Reader:
     def path(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
 
+    @overload
+    def text(self, key: str, *, required: Literal[True], max_length: int | None = None) -> str: ...
+    @overload
+    def text(
+        self, key: str, *, required: bool = False, max_length: int | None = None
+    ) -> str | None: ...
     def text(
         self, key: str, *, required: bool = False, max_length: int | None = None
     ) -> str | None:
@@ -262,13 +268,16 @@ class _Reader:
 
     def identifier(self, key: str, max_length: int) -> str:
         value = self.text(key, required=True)
-        assert value is not None
         if len(value) > max_length or not _ID.fullmatch(value):
             raise BadPayload(
                 self.path(key), f"must be 1-{max_length} characters of A-Z, a-z, 0-9, _ and -"
             )
         return value
 
+    @overload
+    def timestamp(self, key: str, *, required: Literal[True]) -> datetime: ...
+    @overload
+    def timestamp(self, key: str, *, required: bool = False) -> datetime | None: ...
     def timestamp(self, key: str, *, required: bool = False) -> datetime | None:
         value = self.text(key, required=required)
         return None if value is None else _parse_instant(value, self.path(key))

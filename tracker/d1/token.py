@@ -51,14 +51,14 @@ def get(issuer_id: str, fetch: Callable[[], tuple[str, float]], deadline: float)
     while True:
         token = cache.get(key)
         if token:
-            return token
+            return str(token)
         owner = secrets.token_hex(8)
         # The lock expires on its own if its holder dies mid-fetch.
         if cache.add(lock, owner, timeout=max(1, math.ceil(deadline - time.monotonic()) + 1)):
             try:
                 token = cache.get(key)
                 if token:
-                    return token
+                    return str(token)
                 token, expires_in = fetch()
                 cache.set(key, token, timeout=_reuse_seconds(expires_in))
                 return token
