@@ -6,7 +6,7 @@ os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tracker")
 os.environ.setdefault("D1_NOTIFY_AUTH", "bearer")
 
-from tracker.settings import *  # noqa: E402,F403
+from tracker.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -102,7 +102,7 @@ class Command(BaseCommand):
         )
         try:
             db.claim(url, db.ensure_database(url))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - said in one line, never a traceback
             raise CommandError(f"cannot prepare {db.name_of(url)}: {e}") from None
         if ctx.profile:
             shutil.rmtree(out_dir / "profiles", ignore_errors=True)
