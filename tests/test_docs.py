@@ -60,19 +60,20 @@ def settings_read_by_the_code() -> dict[str, str]:
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             name = None
-            if isinstance(node, ast.Call) and node.args:
-                func = node.func
-                if isinstance(func, ast.Attribute):
-                    owner = ast.unparse(func.value)
-                    if owner == "env" and func.attr in readers:
-                        name = _literal(node.args[0])
-                    elif owner == "os.environ" and func.attr in {"get", "pop"}:
-                        name = _literal(node.args[0])
-                    elif owner == "os" and func.attr == "getenv":
-                        name = _literal(node.args[0])
-            elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
-                if isinstance(node.ctx, ast.Load):
-                    name = _literal(node.slice)
+            if isinstance(node, ast.Call) and node.args and isinstance(node.func, ast.Attribute):
+                call = (ast.unparse(node.func.value), node.func.attr)
+                if (
+                    (call[0] == "env" and call[1] in readers)
+                    or call in {("os.environ", "get"), ("os.environ", "pop")}
+                    or call == ("os", "getenv")
+                ):
+                    name = _literal(node.args[0])
+            elif (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.ctx, ast.Load)
+                and ast.unparse(node.value) == "os.environ"
+            ):
+                name = _literal(node.slice)
             if name and name not in NOT_SETTINGS:
                 found.setdefault(name, f"{path.relative_to(ROOT)}:{node.lineno}")
     return found
