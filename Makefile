@@ -84,8 +84,10 @@ check-templates: venv
 	$(LONG_TEMPLATE_LINES) $(TEMPLATES) || { echo "template lines past $(TEMPLATE_WIDTH) characters" >&2; status=1; }; \
 	exit $$status
 
+# djade exits 1 when it changed a file; the check after it fails if it could not format one.
 format-templates: venv
-	$(VENV)/bin/djade --target-version 6.1 $(TEMPLATES)
+	$(VENV)/bin/djade --target-version 6.1 $(TEMPLATES) || true
+	$(VENV)/bin/djade --target-version 6.1 --check $(TEMPLATES)
 	@$(LONG_TEMPLATE_LINES) $(TEMPLATES) || echo "wrap the lines above by hand (djade does not)" >&2
 
 # Refresh the Japanese catalogue from the code and compile it; commit the .po and the .mo.
