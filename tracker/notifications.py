@@ -214,7 +214,7 @@ def _unauthorized(request: HttpRequest, issuer_id: str, reason: str) -> JsonResp
 
 def _chunked_without_length(request: HttpRequest) -> bool:
     # WSGI hands Django no chunked body: a 400 for the empty body left would lose it for good,
-    # while 411 makes D1 deliver again (README, "Deploy": the proxy sends a Content-Length).
+    # while 411 makes D1 deliver again (docs/deploy.md: the proxy sends a Content-Length).
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     return chunked and not request.META.get("CONTENT_LENGTH")
 

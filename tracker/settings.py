@@ -1,7 +1,7 @@
 """Tracker settings. Everything that differs between deployments comes from the environment.
 
-README.md lists every variable read here. A bad value stops start-up with ImproperlyConfigured
-naming the variable (see tracker/env.py).
+docs/settings.md lists every variable read here. A bad value stops start-up with
+ImproperlyConfigured naming the variable (see tracker/env.py).
 """
 
 from pathlib import Path
@@ -190,7 +190,7 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 if not DEBUG:
-    # Behind a TLS-terminating reverse proxy (README, "Deploy").
+    # Behind a TLS-terminating reverse proxy (docs/deploy.md).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.boolean("DJANGO_SECURE_SSL_REDIRECT", True)
     SECURE_REDIRECT_EXEMPT = [r"^healthz$"]

@@ -1,4 +1,4 @@
-"""The benchmark harness behind `make bench` (README, "Benchmark").
+"""The benchmark harness behind `make bench` (docs/benchmark.md).
 
 One module per scenario, each measuring the budget its issue names against real processes
 (gunicorn with production settings, the D1 sandbox, db_worker) on a PostgreSQL database of its own:

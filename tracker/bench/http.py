@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-# Behind the TLS-terminating proxy (README, "Deploy"), as DJANGO_DEBUG=0 expects.
+# Behind the TLS-terminating proxy (docs/deploy.md), as DJANGO_DEBUG=0 expects.
 PROXY_HEADERS = {"X-Forwarded-Proto": "https"}
 
 

@@ -6,7 +6,7 @@ finishes within 110 s and never exceeds the budget in any one-second window.
 A database of its own (`<bench database>_reconcile`) holds exactly the silent cards: non-terminal
 orders in production whose news stopped three days ago, a tenth of them also late. The sandbox
 knows each card one step further (produced), so every refresh is a repair. `db_worker`
-processes (`--reconcile-workers`, default 3, as README "Sizing the workers" advises for this
+processes (`--reconcile-workers`, default 3, as docs/reconciliation.md advises for this
 rate and latency) run the tasks, with the shared cache in the database, or in Redis when
 BENCH_REDIS_URL names one (give it a database number of its own: redis://127.0.0.1:6379/13);
 `manage.py reconcile --once` (CONTRACT §5) runs the sweep. The clock runs from the sweep's start
@@ -30,7 +30,7 @@ MAX_RPS = 100
 # 110 s for 10,000 cards at 100/s: the cards at D1_MAX_RPS, plus 10 s. A smaller run (--quick)
 # keeps the 10 s: starting a sweep costs the same whatever its size.
 SLACK_SECONDS = 10.0
-DEFAULT_WORKERS = 3  # README, "Sizing the workers": 3 x 8 threads at 100/s and 50 ms
+DEFAULT_WORKERS = 3  # docs/reconciliation.md, sizing: 3 x 8 threads at 100/s and 50 ms
 _SEED_BATCH = 1_000
 
 

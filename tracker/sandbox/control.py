@@ -1,7 +1,7 @@
 """The sandbox's control API under /_sandbox/, for tests, the demo and the benchmarks.
 
-It is not part of D1: no authentication, JSON in and out, snake_case setting names. README.md
-("The D1 sandbox") lists the endpoints; tracker/sandbox/remote.py is a Python client for them.
+It is not part of D1: no authentication, JSON in and out, snake_case setting names.
+docs/sandbox.md lists the endpoints; tracker/sandbox/remote.py is a Python client for them.
 """
 
 import re
@@ -71,7 +71,7 @@ def expire_tokens(sandbox: "Sandbox", request: Request) -> Response:
 
 
 def cards(sandbox: "Sandbox", request: Request) -> Response:
-    """POST `{"cards": [spec, ...]}` (or one spec): seed cards. See README for the spec."""
+    """POST `{"cards": [spec, ...]}` (or one spec): seed cards. See docs/sandbox.md for the spec."""
     body = request.json_object()
     specs = body.get("cards", [body])
     if not isinstance(specs, list):

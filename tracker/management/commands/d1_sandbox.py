@@ -33,7 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--duplicate-share", type=float, help="share sent twice")
         parser.add_argument("--reorder-share", type=float, help="share sent out of order")
         parser.add_argument(
-            "--config", default="{}", help="JSON object of any other setting (README, sandbox)"
+            "--config", default="{}", help="JSON object of any other setting (docs/sandbox.md)"
         )
         parser.add_argument("--faults", default="{}", help="JSON object of faults to start with")
 
