@@ -7,9 +7,9 @@ token must be live and belong to the issuer in the path.
 
 import re
 
-from tracker.sandbox import auth
-from tracker.sandbox.state import SandboxState
-from tracker.sandbox.wire import Request, Response, d1_error, json_response
+from d1sandbox import auth
+from d1sandbox.state import SandboxState
+from d1sandbox.wire import Request, Response, d1_error, json_response
 
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ISSUER_ID = re.compile(r"[A-Za-z0-9]{10}")

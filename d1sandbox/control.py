@@ -1,18 +1,18 @@
 """The sandbox's control API under /_sandbox/, for tests, the demo and the benchmarks.
 
 It is not part of D1: no authentication, JSON in and out, snake_case setting names. README.md
-("The D1 sandbox") lists the endpoints; tracker/sandbox/remote.py is a Python client for them.
+("The D1 sandbox") lists the endpoints; d1sandbox/remote.py is a Python client for them.
 """
 
 import re
 from typing import TYPE_CHECKING, Any
 
-from tracker.sandbox import auth, lifecycle
-from tracker.sandbox.config import ConfigError, Faults, to_json, update
-from tracker.sandbox.wire import BadRequest, Request, Response, json_response
+from d1sandbox import auth, lifecycle
+from d1sandbox.config import ConfigError, Faults, to_json, update
+from d1sandbox.wire import BadRequest, Request, Response, json_response
 
 if TYPE_CHECKING:
-    from tracker.sandbox.server import Sandbox
+    from d1sandbox.server import Sandbox
 
 _ISSUER_ID = re.compile(r"[A-Za-z0-9]{10}")
 _CARD_ID = re.compile(r"[A-Za-z0-9_-]{1,48}")

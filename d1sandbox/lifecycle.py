@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tracker.sandbox.config import Config
+from d1sandbox.config import Config
 
 REQUESTED = "CARD_PROD_REQUESTED"
 PREPARED = "DATA_PREPARED"

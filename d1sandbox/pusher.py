@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tracker.sandbox.state import SandboxState
+from d1sandbox.state import SandboxState
 
 logger = logging.getLogger(__name__)
 

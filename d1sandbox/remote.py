@@ -24,11 +24,11 @@ class SandboxRemote:
         self._call("POST", "/_sandbox/reset")
 
     def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change lifecycle or notification settings (tracker.sandbox.config.Config fields)."""
+        """Change lifecycle or notification settings (d1sandbox.config.Config fields)."""
         return self._call("PATCH", "/_sandbox/config", json=changes)
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
-        """Replace every fault (tracker.sandbox.config.Faults fields); no argument clears them."""
+        """Replace every fault (d1sandbox.config.Faults fields); no argument clears them."""
         return self._call("PUT", "/_sandbox/faults", json=faults)
 
     def add_key(self, kid: str, public_key_pem: str) -> None:

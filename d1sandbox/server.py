@@ -18,11 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tracker.sandbox import api, auth, control
-from tracker.sandbox.config import Config, Faults
-from tracker.sandbox.pusher import Pusher
-from tracker.sandbox.state import SandboxState
-from tracker.sandbox.wire import BadRequest, Request, Response, d1_error, json_response
+from d1sandbox import api, auth, control
+from d1sandbox.config import Config, Faults
+from d1sandbox.pusher import Pusher
+from d1sandbox.state import SandboxState
+from d1sandbox.wire import BadRequest, Request, Response, d1_error, json_response
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tracker.sandbox import lifecycle
-from tracker.sandbox.config import Config, Faults
+from d1sandbox import lifecycle
+from d1sandbox.config import Config, Faults
 
 _LOG_LIMIT = 200_000  # entries kept in each log; a benchmark run fits
 

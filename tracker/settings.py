@@ -4,6 +4,7 @@ README.md lists every variable read here. A bad value stops start-up with Improp
 naming the variable (see tracker/env.py).
 """
 
+import importlib.util
 from pathlib import Path
 
 import dj_database_url
@@ -40,6 +41,9 @@ INSTALLED_APPS = [
     "import_export",
     "tracker",
 ]
+if DEBUG and importlib.util.find_spec("demo") is not None:
+    # Development only, and not in the wheel: the demo data and the demo/d1_sandbox commands.
+    INSTALLED_APPS.append("demo")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

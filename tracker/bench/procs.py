@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from d1sandbox import keys
+from d1sandbox.remote import SandboxRemote
 from tracker.bench import http
-from tracker.sandbox import keys
-from tracker.sandbox.remote import SandboxRemote
 
 PORTS = range(18900, 19000)
 HOST = "127.0.0.1"
@@ -264,7 +264,7 @@ def start_sandbox(ctx: Context, processes: Processes, name: str = "sandbox") -> 
     port = ctx.port()
     url = f"http://{HOST}:{port}"
     argv = [
-        ctx.python, "manage.py", "d1_sandbox", "--host", HOST, "--port", str(port),
+        ctx.python, "-m", "d1sandbox", "--host", HOST, "--port", str(port),
         "--public-key", str(public_file), "--kid", KID, "--seed", "7",
     ]  # fmt: skip
     env = ctx.env(ctx.database_url, url)  # the sandbox never opens it

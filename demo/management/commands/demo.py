@@ -10,9 +10,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.management.utils import get_random_secret_key
 
-from tracker import demo
-from tracker.sandbox import keys
-from tracker.sandbox.remote import SandboxRemote
+from d1sandbox import keys
+from d1sandbox.remote import SandboxRemote
+from demo import data
 
 # The sandbox plays D1 at two hours of D1 time per minute, and loses a few notifications so that
 # reconciliation has something to repair.
@@ -40,8 +40,8 @@ class Command(BaseCommand):
         key_file = Path(settings.D1_JWT_PRIVATE_KEY_FILE)
         if keys.ensure_key_pair(key_file)[1]:
             self.stdout.write(f"Created the demo D1 key pair {key_file}.")
-        logins = demo.seed_users()
-        created = demo.seed_orders(orders)
+        logins = data.seed_users()
+        created = data.seed_orders(orders)
         self.stdout.write(f"Demo database ready ({created} new orders).")
         self.sandbox_url = f"http://127.0.0.1:{sandbox_port}"
         env = {
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             "D1_TOKEN_URL": f"{self.sandbox_url}/authz/v1/oauth2/token",
             # The admin site's production-site filter offers the demo's sites.
             "TRACKER_PRODUCTION_SITES": os.environ.get("TRACKER_PRODUCTION_SITES")
-            or ",".join(demo.SITES),
+            or ",".join(data.SITES),
         }
         processes = {
             name: subprocess.Popen([sys.executable, "manage.py", *argv], env=env)
@@ -102,7 +102,7 @@ class Command(BaseCommand):
                     self.stderr.write("The D1 sandbox did not start; live refresh will fail.")
                     return
                 time.sleep(0.2)
-            cards = demo.sandbox_cards(settings.D1_ISSUER_IDS[0])
+            cards = data.sandbox_cards(settings.D1_ISSUER_IDS[0])
             remote.seed(*cards)
             self.stdout.write(
                 f"The D1 sandbox on {self.sandbox_url} knows the {len(cards)} orders."
