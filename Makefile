@@ -80,7 +80,7 @@ demo: venv
 	DJANGO_DEBUG=1 $(PY) manage.py demo
 
 bench: venv postgres
-	DJANGO_DEBUG=1 $(PY) manage.py bench $(BENCH_ARGS)
+	DJANGO_DEBUG=1 $(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var test-artifacts node_modules

@@ -19,7 +19,8 @@ What the book looks like (shares of orders):
   (muted), as supervisors would have done.
 
 The attention fields (`late_after`, `silent_after`, `attention_since`) follow tracker/attention.py
-with calendar hours (the working-day calendar is ignored); about 3 % of the orders need attention.
+(its default thresholds, the stage ranks of tracker/d1/lifecycle.py) with calendar hours (the
+working-day calendar is ignored); about 3 % of the orders need attention.
 """
 
 import time
@@ -29,8 +30,11 @@ from typing import Any
 
 import psycopg
 
-from tracker.bench import db
-from tracker.bench.procs import Context
+from bench import db
+from bench.procs import Context
+from tracker import attention
+from tracker.d1 import lifecycle
+from tracker.models import Threshold
 
 GENERATOR_VERSION = 1
 ISSUERS = ("ISS7K2M40Q", "ISSB3NCH02")
@@ -55,6 +59,19 @@ _TRUNCATED = (
 _LOADED = ("tracker_cardorder", "tracker_timelineevent")
 _CHUNK = 250_000
 
+# Tracker's own lifecycle ranks and default attention thresholds, as SQL over the `stage` column.
+_STAGE_RANK = " ".join(
+    ["CASE stage WHEN '' THEN 0"]
+    + [f"WHEN '{status}' THEN {lifecycle.rank(status)}" for status in lifecycle.KNOWN]
+    + [f"ELSE {lifecycle.EXCEPTION_RANK} END"]
+)
+_HOURS = attention.DEFAULT_HOURS
+_STAGE_HOURS = " ".join(
+    ["CASE stage"]
+    + [f"WHEN '{stage}' THEN {_HOURS[stage]}" for stage in lifecycle.PROGRESS if stage in _HOURS]
+    + [f"ELSE {_HOURS[lifecycle.CARD_PROD_REQUESTED]} END"]
+)
+
 _FUNCTIONS = """
 CREATE OR REPLACE FUNCTION pg_temp.bench_u(n bigint, salt text) RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -62,7 +79,7 @@ AS $$ SELECT (hashtext(n::text || salt) & 2147483647)::float8 / 2147483648.0 $$;
 """
 
 # One row per order with everything both tables need. %(now)s is the generation instant.
-_BASE = """
+_BASE = f"""
 CREATE TEMP TABLE bench_gen ON COMMIT DROP AS
 WITH draws AS (
     SELECT n,
@@ -135,11 +152,11 @@ WITH draws AS (
     SELECT *,
         (due + 1)::timestamp AT TIME ZONE 'UTC' AS late,
         CASE
-            WHEN kind IN ('flight', 'unrecognized') THEN last_event + interval '1 hour' * 1.4 *
-                CASE stage WHEN 'CARD_PROD_REQUESTED' THEN 4 WHEN 'CARD_PROD_ONGOING' THEN 12
-                           ELSE 24 END
-            WHEN kind IN ('transit', 'problem') THEN last_event + interval '96 hours'
-            WHEN kind = 'unheard' THEN first_seen + interval '24 hours'
+            WHEN kind IN ('flight', 'unrecognized')
+                THEN last_event + interval '1 hour' * 1.4 * {_STAGE_HOURS}
+            WHEN kind IN ('transit', 'problem')
+                THEN last_event + interval '{_HOURS[Threshold.CARRIER_QUIET]} hours'
+            WHEN kind = 'unheard' THEN first_seen + interval '{_HOURS[Threshold.NEVER_HEARD]} hours'
         END AS silent,
         CASE WHEN kind IN ('transit', 'problem', 'delivered', 'returned') THEN
             CASE kind WHEN 'transit' THEN 'InTransit' WHEN 'problem' THEN 'Exception'
@@ -161,7 +178,7 @@ SELECT *,
 FROM timed
 """
 
-_ORDERS = """
+_ORDERS = f"""
 INSERT INTO tracker_cardorder (
     id, issuer_id, card_id, operation_id, operation, tracking_type, stage, stage_rank, terminal,
     operation_status, unrecognized_status, conflict, unknown_to_d1, start_time, end_time,
@@ -175,10 +192,7 @@ SELECT
     n, issuer, card, CASE WHEN kind = 'unheard' THEN '' ELSE op_id END,
     CASE WHEN kind = 'unheard' THEN '' ELSE 'PRODUCE' END, '',
     stage,
-    CASE stage WHEN '' THEN 0 WHEN 'CARD_PROD_REQUESTED' THEN 10 WHEN 'DATA_PREPARED' THEN 20
-        WHEN 'CARD_PROD_READY' THEN 30 WHEN 'CARD_PROD_ONGOING' THEN 40
-        WHEN 'CARD_PROD_DONE' THEN 50 WHEN 'CARD_SHIPPED' THEN 60 WHEN 'CARD_RETURNED' THEN 70
-        ELSE 900 END,
+    {_STAGE_RANK},
     kind NOT IN ('flight', 'unrecognized', 'unheard'),
     CASE WHEN kind IN ('flight', 'unrecognized') THEN 'PENDING' WHEN kind = 'unheard' THEN ''
          WHEN kind IN ('data_exc', 'prod_exc', 'canceled', 'conflict') THEN 'FAILED'

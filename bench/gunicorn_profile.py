@@ -1,6 +1,6 @@
-"""Gunicorn hooks for `manage.py bench --profile`: cProfile each worker, dump it on exit.
+"""Gunicorn hooks for `python -m bench --profile`: cProfile each worker, dump it on exit.
 
-Loaded with `gunicorn --config python:tracker.bench.gunicorn_profile`; the stats land in
+Loaded with `gunicorn --config python:bench.gunicorn_profile`; the stats land in
 $BENCH_PROFILE_DIR/worker-<pid>.prof and the harness prints the merged top functions.
 Profiling slows the server down: the figures of a profiled run are not the budget's.
 """

@@ -1,4 +1,4 @@
-"""The load generator, run as a process of its own: `python -m tracker.bench.loadgen SPEC OUT`.
+"""The load generator, run as a process of its own: `python -m bench.loadgen SPEC OUT`.
 
 SPEC is a JSON file: {"host", "port", "mode": "open" | "closed", "rate" (open: requests per
 second), "concurrency" (closed: connections; open: most requests in flight), "duration"
@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from tracker.bench import http
+from bench import http
 
 _START_DELAY = 0.3  # seconds for the threads to be ready before the first request is due
 

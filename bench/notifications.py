@@ -3,7 +3,7 @@
 Budget: single-operation POSTs at ≥ 500 operations/s, 50-operation POSTs at ≥ 3,000 operations/s,
 answer p95 ≤ 50 ms, on the main dataset (its orders make the indexes a realistic size).
 
-gunicorn (sync workers, DJANGO_DEBUG=0, bearer mode) is driven by tracker.bench.loadgen in a
+gunicorn (sync workers, DJANGO_DEBUG=0, bearer mode) is driven by bench.loadgen in a
 process of its own, with a token from our token endpoint. Phases:
 
 1. warm-up: 50-operation POSTs of new cards, so that later phases have known cards to move on;
@@ -30,8 +30,8 @@ from datetime import UTC, datetime, timedelta
 from hashlib import md5
 from typing import Any
 
-from tracker.bench import data, db, http, procs
-from tracker.bench.report import ScenarioResult, summary
+from bench import data, db, http, procs
+from bench.report import ScenarioResult, summary
 from tracker.d1 import lifecycle
 
 ISSUER = procs.ISSUER_IDS[2]
@@ -332,7 +332,7 @@ def run_loadgen(
     busy_before = procs.machine_busy()
     started = time.monotonic()
     subprocess.run(
-        [ctx.python, "-m", "tracker.bench.loadgen", str(spec_path), str(out_path)],
+        [ctx.python, "-m", "bench.loadgen", str(spec_path), str(out_path)],
         cwd=ctx.base_dir,
         check=True,
         timeout=spec["duration"] + len(spec["requests"]) / max(spec["rate"], 1) + 300,

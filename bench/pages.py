@@ -18,8 +18,8 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from tracker.bench import data, db, http, procs
-from tracker.bench.report import ScenarioResult, percentile, summary
+from bench import data, db, http, procs
+from bench.report import ScenarioResult, percentile, summary
 from tracker.queries import SEARCH_FIELDS  # the keys the search serves
 
 P95_BUDGET = 25.0  # milliseconds

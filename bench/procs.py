@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import http
 from d1sandbox import keys
 from d1sandbox.remote import SandboxRemote
-from tracker.bench import http
 
 PORTS = range(18900, 19000)
 HOST = "127.0.0.1"
@@ -238,7 +238,7 @@ def start_web(
     return web
 
 
-PROFILE_CONFIG = "tracker.bench.gunicorn_profile"
+PROFILE_CONFIG = "bench.gunicorn_profile"
 
 
 def _healthy(web: Web) -> bool:

@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any
 
-from tracker.bench import data, db, http, procs
-from tracker.bench.pages import Client, cpu_per_request, login
-from tracker.bench.report import ScenarioResult, summary
+from bench import data, db, http, procs
+from bench.pages import Client, cpu_per_request, login
+from bench.report import ScenarioResult, summary
 
 P95_BUDGET = 150.0  # milliseconds
 MEMORY_BUDGET = 50.0  # MiB over idle

@@ -20,8 +20,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from tracker.bench import data, db, procs
-from tracker.bench.report import ScenarioResult, summary
+from bench import data, db, procs
+from bench.report import ScenarioResult, summary
 
 ISSUER = procs.ISSUER_IDS[0]
 CARDS = 10_000

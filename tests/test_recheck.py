@@ -12,10 +12,10 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from bench.reconcile import busiest_window as busiest_second
 from tests.conftest import ISSUER, op, staff
 from tests.sandbox_fixtures import card, child_env
 from tracker import ingest, roles
-from tracker.bench.reconcile import busiest_window as busiest_second
 from tracker.d1 import budget
 from tracker.models import CardOrder, RecheckBatch, Source
 

@@ -21,11 +21,11 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from bench.reconcile import busiest_window as busiest_second
 from tests.conftest import ISSUER, make_operation, op, run_command, staff
 from tests.sandbox_fixtures import card
 from tests.test_recheck import worker_env
 from tracker import env, ingest, roles, serialize, sweep
-from tracker.bench.reconcile import busiest_window as busiest_second
 from tracker.d1 import breaker
 from tracker.models import CardOrder, Source, Sweep, SweepClaim, TimelineEvent
 
