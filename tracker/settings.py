@@ -16,6 +16,8 @@ from django.utils.translation import gettext_lazy as _
 from tracker import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The package itself: templates, static files and the catalogue ship inside it (package data).
+APP_DIR = Path(__file__).resolve().parent
 
 DEBUG = env.boolean("DJANGO_DEBUG", False)
 
@@ -71,7 +73,7 @@ WSGI_APPLICATION = "tracker.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],  # tracker/templates, found as the app's own (APP_DIRS)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -152,7 +154,7 @@ SESSION_COOKIE_AGE = 12 * 3600
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("ja", _("Japanese"))]
-LOCALE_PATHS = [BASE_DIR / "tracker" / "locale"]
+LOCALE_PATHS = [APP_DIR / "locale"]
 USE_I18N = True
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -166,8 +168,7 @@ TRACKER_DISPLAY_TZ = env.timezone_name(
 TRACKER_CARD_POLL_SECONDS = env.integer("TRACKER_CARD_POLL_SECONDS", 30, minimum=1)
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.string("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
