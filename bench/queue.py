@@ -123,7 +123,7 @@ def _first_pages(client: Client, rounds: int) -> dict[str, dict[str, Any]]:
             if turn >= 2:
                 sent[name].append(bench_id)
         bench_id, answer = client.get(
-            "/stuck/", **{"HX-Request": "true", "HX-Target": "stuck-table"}
+            "/stuck/", **{"HX-Request": "true", "HX-Target": "queue-table"}
         )
         _expect(answer, "htmx table fragment")
         if turn >= 2:
@@ -135,8 +135,8 @@ def _first_pages(client: Client, rounds: int) -> dict[str, dict[str, Any]]:
 def _overview(client: Client, url: str, count: int) -> dict[str, Any]:
     sent = []
     for _ in range(count):
-        with db.connect(url) as conn:  # the glance is cached for 30 s: measure it uncached
-            conn.execute("DELETE FROM tracker_cache WHERE cache_key LIKE %s", ["%queue-glance%"])
+        with db.connect(url) as conn:  # the overview is cached for 30 s: measure it uncached
+            conn.execute("DELETE FROM tracker_cache WHERE cache_key LIKE %s", ["%queue-overview%"])
         bench_id, answer = client.get("/stuck/overview/")
         _expect(answer, "overview")
         sent.append(bench_id)

@@ -113,7 +113,7 @@ def test_agents_then_find_the_card_by_the_customer_reference(client, administrat
 def test_a_registered_order_d1_never_mentions_is_never_heard_of_in_the_queue(client, administrator):
     confirm(client, preview(client, GOOD))
     later = timezone.now() + timedelta(hours=25)
-    rows = queue.stuck_orders(queue.Filters(), now=later).rows
+    rows = queue.orders(queue.Filters(), now=later).rows
     assert {(row.order.card_id, tuple(row.reasons)) for row in rows} == {
         ("crd-reg-1", (Reason.NEVER_HEARD,)),
         ("crd-reg-2", (Reason.NEVER_HEARD,)),

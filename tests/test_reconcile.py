@@ -391,7 +391,7 @@ def test_the_queue_page_says_when_no_sweep_has_run(supervisor_client):
     page = supervisor_client.get("/stuck/").content.decode()
     assert "No reconciliation sweep has run yet." in page
     table = supervisor_client.get(
-        "/stuck/", headers={"HX-Request": "true", "HX-Target": "stuck-table"}
+        "/stuck/", headers={"HX-Request": "true", "HX-Target": "queue-table"}
     )
     assert "drift-report" not in table.content.decode()
 
