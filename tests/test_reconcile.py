@@ -25,9 +25,10 @@ from bench.reconcile import busiest_window as busiest_second
 from tests.conftest import ISSUER, make_operation, op, run_command, staff
 from tests.sandbox_fixtures import card
 from tests.test_recheck import worker_env
-from tracker import env, ingest, roles, serialize, sweep
+from tracker import env, ingest, roles, serialize
 from tracker.d1 import breaker
 from tracker.models import CardOrder, Source, Sweep, SweepClaim, TimelineEvent
+from tracker.reconcile import sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_PATH = "/productionStatus"

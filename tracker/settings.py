@@ -344,7 +344,7 @@ TRACKER_RECHECK_MAX = env.integer("TRACKER_RECHECK_MAX", 1000, minimum=1)
 # orders themselves would scan them all).
 TRACKER_PRODUCTION_SITES = env.csv("TRACKER_PRODUCTION_SITES") or sorted(D1_PRODUCTION_SITE_TZ)
 
-# The missed-notification sweep (`manage.py reconcile`, tracker/sweep.py and tracker/repair.py).
+# The missed-notification sweep (`manage.py reconcile`, tracker/reconcile/).
 # Cards per task, and threads per task in a worker: each thread makes one D1 call at a time.
 TRACKER_RECONCILE_BATCH = env.integer("TRACKER_RECONCILE_BATCH", 25, minimum=1)
 TRACKER_RECONCILE_THREADS = env.integer("TRACKER_RECONCILE_THREADS", 8, minimum=1)

@@ -28,7 +28,8 @@ from tracker import live
 from tracker.d1.client import D1Error, D1NotFound, D1Unavailable, Profile, breaker_state
 from tracker.models import CardOrder, Source, Sweep
 
-logger = logging.getLogger(__name__)
+# Named as before the move into tracker/reconcile/: operators filter the repair lines on it.
+logger = logging.getLogger("tracker.repair")
 
 # What a repair log line reports: the state an operator reads, never personal data.
 _WATCHED = (

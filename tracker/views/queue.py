@@ -17,11 +17,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
-from tracker import attention, charts, stages, sweep
+from tracker import attention, charts, stages
 from tracker import queue as work_queue
 from tracker.attention import Reason
 from tracker.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 from tracker.models import CardOrder, RecheckBatch
+from tracker.reconcile import sweep
 from tracker.templatetags.tracker import ago, local_minute
 from tracker.views import HtmxHttpRequest
 
