@@ -12,7 +12,7 @@ from django.utils import timezone
 from pytest_django.asserts import assertContains, assertNotContains
 
 from tests.conftest import ISSUER, op, staff
-from tracker import corrections, ingest, queries, queue, registration, roles
+from tracker import corrections, csv_import, ingest, queries, queue, roles
 from tracker.attention import Reason
 from tracker.models import CardOrder, Source, TimelineEvent
 
@@ -168,7 +168,7 @@ def test_an_unknown_or_missing_column_stops_the_file(client, administrator):
 
 
 def test_a_file_longer_than_the_limit_is_refused(client, administrator, monkeypatch):
-    monkeypatch.setattr(registration, "MAX_ROWS", 2)
+    monkeypatch.setattr(csv_import, "MAX_ROWS", 2)
     page = preview(client, GOOD)
     assertContains(page, "The file has 3 rows; import at most 2 at a time.")
     assert page.context.get("confirm_form") is None
