@@ -25,8 +25,8 @@ from import_export.instance_loaders import BaseInstanceLoader
 
 from tracker import attention, corrections
 from tracker.d1.schema import CARD_ID
-from tracker.forms import no_card_number
 from tracker.models import CardOrder, TimelineEvent
+from tracker.validators import no_card_number
 
 # CSV column -> CardOrder field.
 COLUMNS = {

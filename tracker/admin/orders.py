@@ -40,9 +40,10 @@ from tracker.admin.common import (
     capped_pks,
     pre_json,
 )
-from tracker.forms import CardOrderForm, ReasonForm, ResolveForm, no_card_number
-from tracker.models import CardOrder
+from tracker.admin.forms import CardOrderForm, ReasonForm, ResolveForm
 from tracker.csv_import import OrderResource
+from tracker.models import CardOrder
+from tracker.validators import no_card_number
 
 logger = logging.getLogger(__name__)
 

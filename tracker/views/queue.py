@@ -20,11 +20,11 @@ from django_htmx.http import trigger_client_event
 from tracker import attention, charts, stages
 from tracker import queue as work_queue
 from tracker.attention import Reason
-from tracker.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 from tracker.models import CardOrder, RecheckBatch
 from tracker.reconcile import sweep
 from tracker.templatetags.tracker import ago, local_minute
 from tracker.views import HtmxHttpRequest
+from tracker.views.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 
 
 def _overview_charts(overview: dict) -> dict:
