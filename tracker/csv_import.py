@@ -78,7 +78,8 @@ class _OrderLoader(BaseInstanceLoader):
             for start in range(0, len(ids), _CHUNK):
                 chunk = orders.filter(issuer_id=issuer_id, card_id__in=ids[start : start + _CHUNK])
                 self.orders.update(((o.issuer_id, o.card_id), o) for o in chunk)
-        self.originals = {
+        # What each known order held before this import: a row's changes are measured from it.
+        resource.originals = {
             key: {name: getattr(order, name) for name in ISSUER_FIELDS}
             for key, order in self.orders.items()
         }
@@ -109,14 +110,12 @@ class OrderResource(resources.ModelResource):
         # Rows are validated by import_instance() below; a full_clean() would cost a query each.
         clean_model_instances = False
 
-    # The loader of the current import: its originals tell what a row changes.
-    _loader: _OrderLoader | None = None
-
     def import_data(self, dataset, dry_run: bool = False, **kwargs):
         self.dry_run = dry_run
         self.now = timezone.now()
         self.lines: dict[tuple[str, str], int] = {}
         self.saved: list[tuple[CardOrder, dict[str, tuple[str, str]], bool]] = []
+        self.originals: dict[tuple[str, str], dict[str, str]] = {}  # filled by _OrderLoader
         return super().import_data(dataset, dry_run=dry_run, **kwargs)
 
     def before_import(self, dataset, **kwargs) -> None:
@@ -139,10 +138,11 @@ class OrderResource(resources.ModelResource):
                     else _("Missing: %(names)s.") % {"names": ", ".join(missing)},
                 }
             )
-
-    def before_import_row(self, row, **kwargs) -> None:
-        for column, value in row.items():
-            row[column] = value.strip() if isinstance(value, str) else value
+        # Cells as the person typed them, less the spaces around (the preview shows them so).
+        for index, row in enumerate(dataset):
+            dataset[index] = tuple(
+                value.strip() if isinstance(value, str) else value for value in row
+            )
 
     def import_field(self, field, instance, row, is_m2m=False, **kwargs) -> None:
         # A blank cell says nothing about an order Tracker knows: its value stays.
@@ -187,13 +187,7 @@ class OrderResource(resources.ModelResource):
         return dict(errors)
 
     def _original(self, order: CardOrder) -> dict[str, str]:
-        if self._loader is None:
-            return {}
-        return self._loader.originals.get((order.issuer_id, order.card_id), {})
-
-    def get_instance(self, instance_loader, row):
-        self._loader = instance_loader
-        return super().get_instance(instance_loader, row)
+        return self.originals.get((order.issuer_id, order.card_id), {})
 
     def before_save_instance(self, instance: CardOrder, row, **kwargs) -> None:
         created = instance.pk is None
