@@ -12,6 +12,7 @@ import sys
 import sysconfig
 import textwrap
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,10 @@ def installed(tmp_path_factory) -> Path:
         + ["--wheel-dir", str(dist), str(source)]
     )
     wheel = next(dist.glob("d1_card_tracker-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        tops = {name.split("/")[0] for name in archive.namelist()}
+    # The app alone: no sandbox, benchmark, demo or tests.
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"tracker"}
     venv.create(tmp / "venv", with_pip=False)
     python = tmp / "venv" / "bin" / "python"
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
