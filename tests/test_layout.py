@@ -1,9 +1,12 @@
 """What imports what: the app never needs the development tools; the sandbox needs no Django."""
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_ONLY = ("bench", "demo", "d1sandbox")
@@ -35,3 +38,21 @@ def test_the_app_imports_none_of_the_development_tools():
 @pytest.mark.parametrize("forbidden", ["django", "tracker", "bench", "demo"])
 def test_the_sandbox_stands_alone(forbidden):
     assert [module for module, names in _imported("d1sandbox").items() if forbidden in names] == []
+
+
+@pytest.mark.parametrize(
+    "lock, groups", [("base.txt", ["dependencies"]), ("dev.txt", ["dependencies", "dev"])]
+)
+def test_the_lock_files_pin_every_dependency(lock, groups):
+    # A dependency added to pyproject.toml without `make lock` would be missing from every venv.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [*project["project"]["dependencies"]]
+    if "dev" in groups:
+        wanted += project["dependency-groups"]["dev"]
+    pinned = {
+        canonicalize_name(line.split("==")[0])
+        for line in (ROOT / "requirements" / lock).read_text().splitlines()
+        if "==" in line and not line.startswith((" ", "#"))
+    }
+    missing = {canonicalize_name(Requirement(spec).name) for spec in wanted} - pinned
+    assert missing == set(), "run `make lock` after changing the dependencies"
