@@ -33,6 +33,7 @@ urlpatterns = [
     path("cards/<issuer_id:issuer_id>/<card_id:card_id>/", pages.card_detail, name="card_detail"),
     path("cards/<issuer_id:issuer_id>/<card_id:card_id>/live/", pages.card_live, name="card_live"),
     path("lookup/", pages.d1_lookup, name="d1_lookup"),
+    # The supervisors' queue: named queue in the code, at the path /stuck/ (CONTRACT §3).
     path("stuck/", queue.queue, name="queue"),
     path("stuck/overview/", queue.queue_overview, name="queue_overview"),
     path("stuck/export.csv", queue.queue_export, name="queue_export"),
