@@ -12,15 +12,25 @@ else
 TEST_DATABASE_URL := $(PG_URL)
 endif
 
-.PHONY: demo test lint check-templates format-templates messages bench venv chromium axe postgres clean
+.PHONY: demo test lint check-templates format-templates messages bench venv chromium axe postgres clean lock
 
-$(VENV)/.installed: pyproject.toml
+# The exact, hashed versions of requirements/dev.txt (make lock), then the app itself.
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
 	@python=$$(.ci/find-python) && $$python -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --editable . --group dev
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# Pin every dependency with its hashes: requirements/base.txt deploys, requirements/dev.txt adds the
+# dev tools. Run after changing the dependencies in pyproject.toml; commit both files.
+LOCK := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.12 \
+	--generate-hashes --no-header --quiet
+lock: venv
+	$(LOCK) -o requirements/base.txt
+	$(LOCK) --group pyproject.toml:dev -o requirements/dev.txt
 
 # Browser tests need Debian's chromium (Playwright cannot download its own browser here), and a
 # Japanese font so that the screenshots show the Japanese pages and the language switch.
@@ -102,7 +112,7 @@ demo: venv
 	DJANGO_DEBUG=1 $(PY) manage.py demo
 
 bench: venv postgres
-	DJANGO_DEBUG=1 $(PY) manage.py bench $(BENCH_ARGS)
+	DJANGO_DEBUG=1 $(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var test-artifacts node_modules

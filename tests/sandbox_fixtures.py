@@ -3,10 +3,10 @@
 Registered for every test module by tests/conftest.py:
 
 - `d1_key`: a throwaway EC P-256 key pair (private PEM file, public PEM, kid), once per session.
-- `sandbox`: a started tracker.sandbox.server.Sandbox on an ephemeral port that trusts `d1_key`
+- `sandbox`: a started d1sandbox.server.Sandbox on an ephemeral port that trusts `d1_key`
   and knows D1_NOTIFY_CLIENT_ID/SECRET; it pushes nothing until a test sets `notify_url`
   (`d1.configure(notify_url=live_server.url)`), and then only when the test calls `d1.flush()`.
-- `d1`: the sandbox's control client (tracker.sandbox.remote.SandboxRemote), with Django settings
+- `d1`: the sandbox's control client (d1sandbox.remote.SandboxRemote), with Django settings
   pointing D1_BASE_URL/D1_TOKEN_URL/the key at the sandbox, fast backoff, a cleared cache (token,
   breaker) and fresh pooled clients. Needs the database: the cache is Django's database cache.
 """
@@ -22,11 +22,11 @@ from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.db import connection
 
+from d1sandbox import keys
+from d1sandbox.config import Config
+from d1sandbox.remote import SandboxRemote
+from d1sandbox.server import Sandbox
 from tracker.d1.client import reset_clients
-from tracker.sandbox import keys
-from tracker.sandbox.config import Config
-from tracker.sandbox.remote import SandboxRemote
-from tracker.sandbox.server import Sandbox
 
 ISSUER = "ISS7K2M40Q"
 

@@ -17,7 +17,7 @@ from pytest_django.asserts import assertContains, assertNotContains
 from tests.conftest import ISSUER, make_order, op, staff
 from tracker import attention, corrections, ingest, queue, roles
 from tracker.admin import common
-from tracker.forms import CardOrderForm
+from tracker.admin.forms import CardOrderForm
 from tracker.models import Acknowledgement, CardOrder, LookupAudit, Source, TimelineEvent
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.core.cache import cache
 
 from tracker import roles
-from tracker.auth import _key
+from tracker.permission_cache import _key
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from bench import data, db, http, notifications, report
+from bench.reconcile import busiest_window
 from tracker import attention
-from tracker.bench import data, db, http, notifications, report
-from tracker.bench.reconcile import busiest_window
 from tracker.models import CardOrder, TimelineEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,7 +78,7 @@ def test_the_load_generator_delivers_the_workload_and_nothing_is_lost(
             "duration": 1, "requests": requests}  # fmt: skip
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     subprocess.run(
-        [sys.executable, "-m", "tracker.bench.loadgen", tmp_path / "spec.json", tmp_path / "out"],
+        [sys.executable, "-m", "bench.loadgen", tmp_path / "spec.json", tmp_path / "out"],
         cwd=BASE_DIR,
         check=True,
         timeout=60,

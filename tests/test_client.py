@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trustme
 
+from d1sandbox.server import Sandbox
 from tests.sandbox_fixtures import ISSUER, card, child_env
 from tracker.d1 import breaker
 from tracker.d1.client import (
@@ -29,7 +30,6 @@ from tracker.d1.client import (
     client,
     reset_clients,
 )
-from tracker.sandbox.server import Sandbox
 
 pytestmark = pytest.mark.django_db
 

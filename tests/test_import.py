@@ -12,7 +12,7 @@ from django.utils import timezone
 from pytest_django.asserts import assertContains, assertNotContains
 
 from tests.conftest import ISSUER, op, staff
-from tracker import corrections, ingest, queries, queue, registration, roles
+from tracker import corrections, csv_import, ingest, queries, queue, roles
 from tracker.attention import Reason
 from tracker.models import CardOrder, Source, TimelineEvent
 
@@ -113,7 +113,7 @@ def test_agents_then_find_the_card_by_the_customer_reference(client, administrat
 def test_a_registered_order_d1_never_mentions_is_never_heard_of_in_the_queue(client, administrator):
     confirm(client, preview(client, GOOD))
     later = timezone.now() + timedelta(hours=25)
-    rows = queue.stuck_orders(queue.Filters(), now=later).rows
+    rows = queue.orders(queue.Filters(), now=later).rows
     assert {(row.order.card_id, tuple(row.reasons)) for row in rows} == {
         ("crd-reg-1", (Reason.NEVER_HEARD,)),
         ("crd-reg-2", (Reason.NEVER_HEARD,)),
@@ -168,7 +168,7 @@ def test_an_unknown_or_missing_column_stops_the_file(client, administrator):
 
 
 def test_a_file_longer_than_the_limit_is_refused(client, administrator, monkeypatch):
-    monkeypatch.setattr(registration, "MAX_ROWS", 2)
+    monkeypatch.setattr(csv_import, "MAX_ROWS", 2)
     page = preview(client, GOOD)
     assertContains(page, "The file has 3 rows; import at most 2 at a time.")
     assert page.context.get("confirm_form") is None

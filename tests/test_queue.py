@@ -66,7 +66,7 @@ def cards_on(response) -> list[str]:
 def test_agents_get_403_and_strangers_the_login_page(client):
     client.force_login(staff(roles.AGENTS, "amy"))
     assert client.get(STUCK).status_code == 403
-    assert client.get(reverse("tracker:stuck_export")).status_code == 403
+    assert client.get(reverse("tracker:queue_export")).status_code == 403
     client.logout()
     response = client.get(STUCK)
     assert response.status_code == 302 and response.url.startswith("/accounts/login/")
@@ -117,10 +117,10 @@ def test_a_bad_filter_value_is_named_and_ignored(client, supervisor):
 def test_the_htmx_request_gets_only_the_table(client, supervisor):
     a_queue()
     response = client.get(
-        f"{STUCK}?reason=late", headers={"HX-Request": "true", "HX-Target": "stuck-table"}
+        f"{STUCK}?reason=late", headers={"HX-Request": "true", "HX-Target": "queue-table"}
     )
     html = response.content.decode()
-    assert html.lstrip().startswith('<div id="stuck-table"')
+    assert html.lstrip().startswith('<div id="queue-table"')
     assert "crd-late" in html and "<html" not in html
 
 
@@ -151,7 +151,7 @@ def test_keyset_pages_cover_every_order_once_in_sort_order(many_orders, sort, de
     filters = queue.Filters(site="PC-A", sort=sort, descending=descending)
     seen, cursor = [], ""
     while True:
-        page = queue.stuck_orders(filters, cursor=cursor)
+        page = queue.orders(filters, cursor=cursor)
         seen += [row.order for row in page.rows]
         if not page.next_cursor:
             break
@@ -174,7 +174,7 @@ def test_the_next_page_link_carries_the_filter(client, supervisor, many_orders):
 
 
 def acknowledge(client, order: CardOrder, **data) -> None:
-    url = reverse("tracker:stuck_acknowledge", args=[order.pk])
+    url = reverse("tracker:queue_acknowledge", args=[order.pk])
     response = client.post(url, data, headers={"HX-Request": "true"})
     assert response.status_code == 200, response.content
 
@@ -194,7 +194,7 @@ def test_an_acknowledged_order_leaves_the_queue_until_its_state_changes(client, 
 
 def test_acknowledging_needs_a_note(client, supervisor):
     orders = a_queue()
-    url = reverse("tracker:stuck_acknowledge", args=[orders["late"].pk])
+    url = reverse("tracker:queue_acknowledge", args=[orders["late"].pk])
     response = client.post(url, {"action": "acknowledge"}, headers={"HX-Request": "true"})
     assert response.status_code == 422 and "Say why" in response.content.decode()
     assert not Acknowledgement.objects.exists()
@@ -207,7 +207,7 @@ def test_a_snoozed_order_comes_back_after_its_date_or_on_a_state_change(client, 
     acknowledge(client, orders["late"], action="snooze", until=tomorrow, note="")
     assert not {"crd-exception", "crd-late"} & set(cards_on(client.get(STUCK)))
     in_two_days = timezone.now() + timedelta(days=2)
-    back = queue.stuck_orders(queue.Filters(), now=in_two_days)
+    back = queue.orders(queue.Filters(), now=in_two_days)
     assert {"crd-exception", "crd-late"} <= {row.order.card_id for row in back.rows}
     receive("CARD_SHIPPED", "crd-late", at=timezone.now(), status="SUCCESSFUL")
     assert CardOrder.objects.get(card_id="crd-late").muted_until is None
@@ -228,7 +228,7 @@ def test_without_javascript_an_acknowledgement_redirects_back_to_the_filtered_qu
     client, supervisor
 ):
     orders = a_queue()
-    url = reverse("tracker:stuck_acknowledge", args=[orders["late"].pk])
+    url = reverse("tracker:queue_acknowledge", args=[orders["late"].pk])
     response = client.post(
         url, {"action": "acknowledge", "note": "ok", "next": "/stuck/?reason=late"}
     )
@@ -239,7 +239,7 @@ def test_without_javascript_an_acknowledgement_redirects_back_to_the_filtered_qu
 
 def test_the_export_streams_the_current_filter_as_csv(client, supervisor):
     a_queue()
-    response = client.get(reverse("tracker:stuck_export") + "?reason=exception")
+    response = client.get(reverse("tracker:queue_export") + "?reason=exception")
     assert response.status_code == 200 and response.streaming
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
@@ -250,15 +250,15 @@ def test_the_export_streams_the_current_filter_as_csv(client, supervisor):
 
 def test_the_overview_counts_reasons_stages_ages_and_the_funnel(client, supervisor):
     a_queue()
-    response = client.get(reverse("tracker:stuck_glance"), headers={"HX-Request": "true"})
-    glance = response.context["glance"]
-    assert glance["total"] == 6
-    assert glance["reasons"] == {
+    response = client.get(reverse("tracker:queue_overview"), headers={"HX-Request": "true"})
+    overview = response.context["overview"]
+    assert overview["total"] == 6
+    assert overview["reasons"] == {
         "late": 1, "silent": 1, "exception": 1, "unrecognized": 1, "conflict": 0,
         "no_carrier_movement": 0, "carrier_problem": 1, "never_heard": 1,
     }  # fmt: skip
-    assert sum(glance["ages"].values()) == 6
-    funnel = {stage: (total, stuck) for stage, total, stuck in glance["funnel"]}
+    assert sum(overview["ages"].values()) == 6
+    funnel = {stage: (total, stuck) for stage, total, stuck in overview["funnel"]}
     assert funnel["CARD_PROD_ONGOING"] == (1, 1) and funnel["CARD_PROD_READY"] == (1, 0)
     html = response.content.decode()
     assert "<svg" in html and "<script" not in html
@@ -273,7 +273,7 @@ def test_editing_a_threshold_in_the_admin_takes_effect(
     attention.forget_thresholds()
     five_hours_ago = timezone.now() - timedelta(hours=5)
     receive("CARD_PROD_ONGOING", "crd-ongoing", at=five_hours_ago)
-    assert "crd-ongoing" not in [r.order.card_id for r in queue.stuck_orders(queue.Filters()).rows]
+    assert "crd-ongoing" not in [r.order.card_id for r in queue.orders(queue.Filters()).rows]
     admin = staff(roles.ADMINISTRATORS, "ada")
     client.force_login(admin)
     threshold = Threshold.objects.get(name="CARD_PROD_ONGOING")
@@ -283,7 +283,7 @@ def test_editing_a_threshold_in_the_admin_takes_effect(
     assert response.status_code == 302, response.content.decode()[:2000]
     assert len(callbacks) == 1  # the recompute task, run at once by the immediate backend
     attention.forget_thresholds()
-    rows = queue.stuck_orders(queue.Filters()).rows
+    rows = queue.orders(queue.Filters()).rows
     assert [(r.order.card_id, r.reasons) for r in rows] == [("crd-ongoing", [Reason.SILENT])]
 
 
@@ -298,12 +298,12 @@ def test_supervisors_see_thresholds_but_cannot_change_them(client, supervisor):
 
 def test_times_are_compared_as_instants(many_orders):
     fixed = datetime(2030, 1, 1, tzinfo=UTC)
-    assert all(row.reasons for row in queue.stuck_orders(queue.Filters(), now=fixed).rows)
+    assert all(row.reasons for row in queue.orders(queue.Filters(), now=fixed).rows)
 
 
 def test_the_acknowledge_form_comes_on_demand_with_and_without_javascript(client, supervisor):
     orders = a_queue()
-    url = reverse("tracker:stuck_acknowledge", args=[orders["late"].pk])
+    url = reverse("tracker:queue_acknowledge", args=[orders["late"].pk])
     fragment = client.get(url + "?next=/stuck/%3Freason%3Dlate", headers={"HX-Request": "true"})
     html = fragment.content.decode()
     assert html.lstrip().startswith('<form class="ack-form"') and "<html" not in html

@@ -12,10 +12,10 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from bench.reconcile import busiest_window as busiest_second
 from tests.conftest import ISSUER, op, staff
 from tests.sandbox_fixtures import card, child_env
 from tracker import ingest, roles
-from tracker.bench.reconcile import busiest_window as busiest_second
 from tracker.d1 import budget
 from tracker.models import CardOrder, RecheckBatch, Source
 
@@ -55,7 +55,7 @@ def test_a_bulk_recheck_runs_through_a_real_worker_and_reports_its_results(
     ids = list(CardOrder.objects.order_by("card_id").values_list("pk", flat=True))
 
     response = client.post(
-        reverse("tracker:stuck_recheck"), {"order": ids}, headers={"HX-Request": "true"}
+        reverse("tracker:queue_recheck"), {"order": ids}, headers={"HX-Request": "true"}
     )
     assert response.status_code == 200
     batch = RecheckBatch.objects.get()
@@ -88,7 +88,7 @@ def test_re_checking_everything_matching_the_filter_is_capped(client, settings):
             ISSUER, op("CARD_PROD_READY", cardId=f"crd-{n}"), Source.NOTIFICATION, received_at=old
         )
     response = client.post(
-        reverse("tracker:stuck_recheck"), {"everything": "on", "reason": "silent"}
+        reverse("tracker:queue_recheck"), {"everything": "on", "reason": "silent"}
     )
     batch = RecheckBatch.objects.get()
     assert response.status_code == 302 and batch.total == 2
@@ -98,7 +98,7 @@ def test_re_checking_everything_matching_the_filter_is_capped(client, settings):
 def test_agents_cannot_start_a_recheck(client):
     user = staff(roles.AGENTS, "amy")
     client.force_login(user)
-    assert client.post(reverse("tracker:stuck_recheck"), {"everything": "on"}).status_code == 403
+    assert client.post(reverse("tracker:queue_recheck"), {"everything": "on"}).status_code == 403
     assert not RecheckBatch.objects.exists()
 
 

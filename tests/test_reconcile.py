@@ -21,13 +21,14 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from bench.reconcile import busiest_window as busiest_second
 from tests.conftest import ISSUER, make_operation, op, run_command, staff
 from tests.sandbox_fixtures import card
 from tests.test_recheck import worker_env
-from tracker import env, ingest, roles, serialize, sweep
-from tracker.bench.reconcile import busiest_window as busiest_second
+from tracker import env, ingest, roles, serialize
 from tracker.d1 import breaker
 from tracker.models import CardOrder, Source, Sweep, SweepClaim, TimelineEvent
+from tracker.reconcile import sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_PATH = "/productionStatus"
@@ -391,7 +392,7 @@ def test_the_queue_page_says_when_no_sweep_has_run(supervisor_client):
     page = supervisor_client.get("/stuck/").content.decode()
     assert "No reconciliation sweep has run yet." in page
     table = supervisor_client.get(
-        "/stuck/", headers={"HX-Request": "true", "HX-Target": "stuck-table"}
+        "/stuck/", headers={"HX-Request": "true", "HX-Target": "queue-table"}
     )
     assert "drift-report" not in table.content.decode()
 

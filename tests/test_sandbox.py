@@ -17,12 +17,12 @@ import httpx
 import jwt
 import pytest
 
+from d1sandbox import keys
+from d1sandbox.auth import JWT_BEARER
+from d1sandbox.remote import SandboxRemote
 from tests.sandbox_fixtures import ISSUER, card
 from tracker.d1 import lifecycle as tracker_lifecycle
 from tracker.d1.schema import parse_operation
-from tracker.sandbox import keys
-from tracker.sandbox.auth import JWT_BEARER
-from tracker.sandbox.remote import SandboxRemote
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRESS = [
@@ -660,14 +660,16 @@ def test_the_pusher_runs_on_its_own_when_given_an_interval(remote, receiver):
 # --- the command --------------------------------------------------------------------------------
 
 
-def test_the_d1_sandbox_command_serves_until_it_is_stopped(d1_key, tmp_path):
+@pytest.mark.parametrize(
+    "command", [["manage.py", "d1_sandbox"], ["-m", "d1sandbox"]], ids=["manage.py", "python -m"]
+)
+def test_the_d1_sandbox_command_serves_until_it_is_stopped(command, d1_key, tmp_path):
     public = tmp_path / "public.pem"
     public.write_text(d1_key.public_pem)
     process = subprocess.Popen(
         [
             sys.executable,
-            "manage.py",
-            "d1_sandbox",
+            *command,
             "--port",
             "0",
             "--public-key",

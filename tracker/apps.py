@@ -8,7 +8,7 @@ class TrackerConfig(AppConfig):
     verbose_name = _("Tracker")
 
     def ready(self) -> None:
-        from tracker import auth  # noqa: F401 - connects the permission cache's signals
+        from tracker import permission_cache  # noqa: F401 - connects its signals
 
         post_migrate.connect(_sync_groups, sender=self)
 

@@ -17,7 +17,9 @@ class Bar:
     y: float
     width: float
     height: float
-    extra: float = 0.0  # a second measure drawn over the first (stuck share in the funnel)
+    extra: float = (
+        0.0  # a second measure drawn over the first (the share needing attention in the funnel)
+    )
 
 
 def horizontal(items: list[tuple[str, int, str]], extra: list[int] | None = None) -> dict:

@@ -435,7 +435,7 @@ class RecheckBatch(models.Model):
 
 
 class Sweep(models.Model):
-    """One run of the missed-notification sweep (tracker/sweep.py) and what it found."""
+    """One run of the missed-notification sweep (tracker/reconcile/sweep.py) and what it found."""
 
     class Stop(models.TextChoices):
         BREAKER = "breaker", _("D1 unavailable (circuit breaker open)")

@@ -1,6 +1,6 @@
 """The supervisors' work queue: which orders need attention, at a glance, and what was done.
 
-Reads are bounded (keyset pages of PAGE_SIZE, aggregates cached for GLANCE_TTL); writes are the
+Reads are bounded (keyset pages of PAGE_SIZE, aggregates cached for OVERVIEW_TTL); writes are the
 supervisors' own acknowledgements and snoozes, which hold until the order's state changes.
 """
 
@@ -24,7 +24,7 @@ from tracker.d1 import lifecycle
 from tracker.models import Acknowledgement, CardOrder, RecheckBatch, Source
 
 PAGE_SIZE = 50
-GLANCE_TTL = 30  # seconds; the glance is a trend, the table is always fresh
+OVERVIEW_TTL = 30  # seconds; the overview is a trend, the table is always fresh
 FOREVER = datetime(9999, 12, 31, tzinfo=UTC)  # an acknowledgement has no end of its own
 
 # Age = time since the order's last event (or since it was registered, if none).
@@ -88,7 +88,7 @@ def wake_snoozed(now: datetime | None = None) -> int:
     return CardOrder.objects.filter(muted_until__lte=now or timezone.now()).update(muted_until=None)
 
 
-def stuck_orders(filters: Filters, *, cursor: str = "", now: datetime | None = None) -> Page:
+def orders(filters: Filters, *, cursor: str = "", now: datetime | None = None) -> Page:
     """One page of the queue under these filters, with every reason of each order."""
     now = now or timezone.now()
     wake_snoozed(now)
@@ -124,9 +124,9 @@ def export_rows(filters: Filters, now: datetime | None = None) -> Iterator[CardO
     return matching(filters, now).iterator(chunk_size=2000)
 
 
-def glance(now: datetime | None = None) -> dict[str, Any]:
+def overview(now: datetime | None = None) -> dict[str, Any]:
     """Counts by reason and stage, the ageing histogram and the stage funnel (cached briefly)."""
-    cached = cache.get("tracker:queue-glance")
+    cached = cache.get("tracker:queue-overview")
     if cached is not None:
         return cached
     now = now or timezone.now()
@@ -146,7 +146,7 @@ def glance(now: datetime | None = None) -> dict[str, Any]:
     )
     ages = {name: counts.pop(f"age_{i}") for i, (name, *_) in enumerate(AGE_BUCKETS)}
     reasons = counts
-    stuck_by_stage = dict(queue.values_list("stage").annotate(n=Count("id")).order_by())
+    needing_by_stage = dict(queue.values_list("stage").annotate(n=Count("id")).order_by())
     open_by_stage = dict(
         CardOrder.objects.filter(terminal=False)
         .values_list("stage")
@@ -158,13 +158,13 @@ def glance(now: datetime | None = None) -> dict[str, Any]:
         "total": reasons.pop("total"),
         "reasons": reasons,
         "ages": ages,
-        "stages": stuck_by_stage,
+        "stages": needing_by_stage,
         "funnel": [
-            (stage, open_by_stage.get(stage, 0), stuck_by_stage.get(stage, 0))
+            (stage, open_by_stage.get(stage, 0), needing_by_stage.get(stage, 0))
             for stage in lifecycle.PROGRESS[:-1]
         ],
     }
-    cache.set("tracker:queue-glance", result, GLANCE_TTL)
+    cache.set("tracker:queue-overview", result, OVERVIEW_TTL)
     return result
 
 

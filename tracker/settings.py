@@ -4,6 +4,7 @@ docs/settings.md lists every variable read here. A bad value stops start-up with
 ImproperlyConfigured naming the variable (see tracker/env.py).
 """
 
+import importlib.util
 from pathlib import Path
 
 import dj_database_url
@@ -15,6 +16,8 @@ from django.utils.translation import gettext_lazy as _
 from tracker import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The package itself: templates, static files and the catalogue ship inside it (package data).
+APP_DIR = Path(__file__).resolve().parent
 
 DEBUG = env.boolean("DJANGO_DEBUG", False)
 
@@ -40,6 +43,9 @@ INSTALLED_APPS = [
     "import_export",
     "tracker",
 ]
+if DEBUG and importlib.util.find_spec("demo") is not None:
+    # Development only, and not in the wheel: the demo data and the demo/d1_sandbox commands.
+    INSTALLED_APPS.append("demo")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -67,7 +73,7 @@ WSGI_APPLICATION = "tracker.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],  # tracker/templates, found as the app's own (APP_DIRS)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -140,7 +146,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-AUTHENTICATION_BACKENDS = ["tracker.auth.CachedPermissionsBackend"]
+AUTHENTICATION_BACKENDS = ["tracker.permission_cache.CachedPermissionsBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -148,7 +154,7 @@ SESSION_COOKIE_AGE = 12 * 3600
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("ja", _("Japanese"))]
-LOCALE_PATHS = [BASE_DIR / "tracker" / "locale"]
+LOCALE_PATHS = [APP_DIR / "locale"]
 USE_I18N = True
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -162,8 +168,7 @@ TRACKER_DISPLAY_TZ = env.timezone_name(
 TRACKER_CARD_POLL_SECONDS = env.integer("TRACKER_CARD_POLL_SECONDS", 30, minimum=1)
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.string("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -339,7 +344,7 @@ TRACKER_RECHECK_MAX = env.integer("TRACKER_RECHECK_MAX", 1000, minimum=1)
 # orders themselves would scan them all).
 TRACKER_PRODUCTION_SITES = env.csv("TRACKER_PRODUCTION_SITES") or sorted(D1_PRODUCTION_SITE_TZ)
 
-# The missed-notification sweep (`manage.py reconcile`, tracker/sweep.py and tracker/repair.py).
+# The missed-notification sweep (`manage.py reconcile`, tracker/reconcile/).
 # Cards per task, and threads per task in a worker: each thread makes one D1 call at a time.
 TRACKER_RECONCILE_BATCH = env.integer("TRACKER_RECONCILE_BATCH", 25, minimum=1)
 TRACKER_RECONCILE_THREADS = env.integer("TRACKER_RECONCILE_THREADS", 8, minimum=1)

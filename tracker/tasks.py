@@ -8,8 +8,9 @@ from typing import Any
 from django.db.models import F
 from django.tasks import task
 
-from tracker import attention, repair
+from tracker import attention
 from tracker.models import RecheckBatch, Source
+from tracker.reconcile import repair
 
 
 @task()

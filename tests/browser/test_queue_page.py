@@ -49,9 +49,9 @@ def test_a_supervisor_filters_opens_a_timeline_and_re_checks_with_d1(
     live_server, page, supervisor_login, queue_orders, sandbox, d1_key, database_url, artifacts
 ):
     log_in(page, live_server.url, supervisor_login, path="/stuck/")
-    table = page.locator("#stuck-table")
+    table = page.locator("#queue-table")
     expect(table).to_contain_text("crd-q-late")
-    expect(page.locator("#stuck-glance")).to_contain_text("3 orders need attention")
+    expect(page.locator("#queue-overview")).to_contain_text("3 orders need attention")
 
     page.get_by_label("Reason", exact=True).select_option("exception")
     expect(table).not_to_contain_text("crd-q-late")
@@ -60,7 +60,7 @@ def test_a_supervisor_filters_opens_a_timeline_and_re_checks_with_d1(
 
     page.get_by_label("Reason", exact=True).select_option("late")
     expect(table).to_contain_text("crd-q-late")
-    row = page.locator("#stuck-table tbody", has_text="crd-q-late")
+    row = page.locator("#queue-table tbody", has_text="crd-q-late")
     row.get_by_role("link", name="Timeline").click()
     expect(row.locator("tr.detail")).to_contain_text("In production")
 
@@ -76,11 +76,11 @@ def test_a_supervisor_filters_opens_a_timeline_and_re_checks_with_d1(
 
     # Acknowledge the order D1 failed: its form comes on demand, and the row leaves the queue.
     page.get_by_label("Reason", exact=True).select_option("exception")
-    row = page.locator("#stuck-table tbody", has_text="crd-q-bad")
+    row = page.locator("#queue-table tbody", has_text="crd-q-bad")
     row.get_by_role("link", name="Acknowledge or snooze").click()
     row.get_by_label("Note").fill("Re-ordered by the branch")
     row.get_by_role("button", name="Acknowledge").click()
-    expect(page.locator("#stuck-table")).not_to_contain_text("crd-q-bad")
+    expect(page.locator("#queue-table")).not_to_contain_text("crd-q-bad")
     assert CardOrder.objects.get(card_id="crd-q-bad").muted_until is not None
 
 
@@ -91,8 +91,8 @@ def test_the_queue_has_no_serious_accessibility_violations(
     context = chromium.new_context(**CONTEXT, bypass_csp=True)
     page = context.new_page()
     log_in(page, live_server.url, supervisor_login, path="/stuck/")
-    expect(page.locator("#stuck-glance")).to_contain_text("orders need attention")
-    row = page.locator("#stuck-table tbody", has_text="crd-q-late")
+    expect(page.locator("#queue-overview")).to_contain_text("orders need attention")
+    row = page.locator("#queue-table tbody", has_text="crd-q-late")
     row.get_by_role("link", name="Timeline").click()
     expect(row.locator("tr.detail")).to_contain_text("In production")
     row.get_by_role("link", name="Acknowledge or snooze").click()

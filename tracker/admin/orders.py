@@ -1,7 +1,7 @@
 """Card orders in the admin site: corrections with a reason, their history and revert, re-sync
 from D1, mark resolved, and registration from a CSV file.
 
-Every write goes through tracker/corrections.py or tracker/registration.py, under the ingest's
+Every write goes through tracker/corrections.py or tracker/csv_import.py, under the ingest's
 row locks; nobody may add or delete an order here.
 """
 
@@ -40,15 +40,16 @@ from tracker.admin.common import (
     capped_pks,
     pre_json,
 )
-from tracker.forms import CardOrderForm, ReasonForm, ResolveForm, no_card_number
+from tracker.admin.forms import CardOrderForm, ReasonForm, ResolveForm
+from tracker.csv_import import OrderResource
 from tracker.models import CardOrder
-from tracker.registration import OrderResource
+from tracker.validators import no_card_number
 
 logger = logging.getLogger(__name__)
 
 # Marking resolved runs inside the admin's request, a few statements per order.
 RESOLVE_LIMIT = 500
-IMPORT_MAX_BYTES = 5 * 1024 * 1024  # far above registration.MAX_ROWS rows
+IMPORT_MAX_BYTES = 5 * 1024 * 1024  # far above csv_import.MAX_ROWS rows
 
 # Kept by Tracker itself, never corrected by hand.
 _TIMES = [

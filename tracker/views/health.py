@@ -13,9 +13,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
-from tracker import queries, serialize, sweep
+from tracker import queries, serialize
 from tracker.d1 import client
 from tracker.models import Sweep
+from tracker.reconcile import sweep
 from tracker.views import HtmxHttpRequest
 
 logger = logging.getLogger(__name__)

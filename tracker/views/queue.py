@@ -17,31 +17,35 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
-from tracker import attention, charts, queue, stages, sweep
+from tracker import attention, charts, stages
+from tracker import queue as work_queue
 from tracker.attention import Reason
-from tracker.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 from tracker.models import CardOrder, RecheckBatch
+from tracker.reconcile import sweep
 from tracker.templatetags.tracker import ago, local_minute
 from tracker.views import HtmxHttpRequest
+from tracker.views.forms import AcknowledgeForm, QueueFilterForm, RecheckForm
 
 
-def _glance_charts(glance: dict) -> dict:
+def _overview_charts(overview: dict) -> dict:
     # Absolute links: the overview is also a page of its own (without JavaScript).
     def link(**query: str) -> str:
-        return f"{reverse('tracker:stuck')}?{urlencode(query)}"
+        return f"{reverse('tracker:queue')}?{urlencode(query)}"
 
     reasons = [
-        (label, glance["reasons"][value], link(reason=value)) for value, label in Reason.choices
+        (label, overview["reasons"][value], link(reason=value)) for value, label in Reason.choices
     ]
-    ages = [(name, glance["ages"][name], link(age=name)) for name, *_ in queue.AGE_BUCKETS]
+    ages = [(name, overview["ages"][name], link(age=name)) for name, *_ in work_queue.AGE_BUCKETS]
     funnel = [
         (stages.stage_situation(stage).label, total, link(stage=stage))
-        for stage, total, _ in glance["funnel"]
+        for stage, total, _ in overview["funnel"]
     ]
     return {
         "reasons": charts.horizontal(reasons),
         "ages": charts.vertical(ages),
-        "funnel": charts.horizontal(funnel, extra=[stuck for _, _, stuck in glance["funnel"]]),
+        "funnel": charts.horizontal(
+            funnel, extra=[needing for _, _, needing in overview["funnel"]]
+        ),
     }
 
 
@@ -63,7 +67,7 @@ class _RowView:
     acknowledgement: str
 
 
-def _row_views(page: queue.Page) -> list[_RowView]:
+def _row_views(page: work_queue.Page) -> list[_RowView]:
     views = []
     for row in page.rows:
         order, ack = row.order, row.acknowledgement
@@ -141,19 +145,19 @@ def _queue_url(request: HttpRequest, wanted: str) -> str:
     """Where to go back to: a path on this site (the queue with its filters), else the queue."""
     if wanted.startswith("/") and url_has_allowed_host_and_scheme(wanted, {request.get_host()}):
         return wanted
-    return reverse("tracker:stuck")
+    return reverse("tracker:queue")
 
 
 @require_GET
 @permission_required("tracker.work_queue", raise_exception=True)
-def stuck(request: HtmxHttpRequest) -> HttpResponse:
+def queue(request: HtmxHttpRequest) -> HttpResponse:
     form = QueueFilterForm(request.GET)
     filters = form.filters()
-    page = queue.stuck_orders(filters, cursor=form.cursor)
-    template = "tracker/stuck.html"
-    partial = bool(request.htmx and request.htmx.target == "stuck-table")
+    page = work_queue.orders(filters, cursor=form.cursor)
+    template = "tracker/queue.html"
+    partial = bool(request.htmx and request.htmx.target == "queue-table")
     if partial:
-        template += "#stuck-table"
+        template += "#queue-table"
     context = {
         "form": form,
         "filters": filters,
@@ -172,19 +176,22 @@ def stuck(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_GET
 @permission_required("tracker.work_queue", raise_exception=True)
-def stuck_glance(request: HtmxHttpRequest) -> HttpResponse:
-    glance = queue.glance()
-    template = "tracker/stuck.html#stuck-glance" if request.htmx else "tracker/stuck_glance.html"
-    return render(request, template, {"glance": glance, "charts": _glance_charts(glance)})
+def queue_overview(request: HtmxHttpRequest) -> HttpResponse:
+    overview = work_queue.overview()
+    template = (
+        "tracker/queue.html#queue-overview" if request.htmx else "tracker/queue_overview.html"
+    )
+    return render(request, template, {"overview": overview, "charts": _overview_charts(overview)})
 
 
 @require_GET
 @permission_required("tracker.export_orders", raise_exception=True)
-def stuck_export(request: HttpRequest) -> StreamingHttpResponse:
+def queue_export(request: HttpRequest) -> StreamingHttpResponse:
     filters = QueueFilterForm(request.GET).filters()
     now = timezone.now()
     response = StreamingHttpResponse(
-        _csv_lines(queue.export_rows(filters, now), now), content_type="text/csv; charset=utf-8"
+        _csv_lines(work_queue.export_rows(filters, now), now),
+        content_type="text/csv; charset=utf-8",
     )
     response["Content-Disposition"] = f'attachment; filename="stuck-orders-{now:%Y%m%d-%H%M}.csv"'
     return response
@@ -192,19 +199,19 @@ def stuck_export(request: HttpRequest) -> StreamingHttpResponse:
 
 @require_GET
 @permission_required("tracker.work_queue", raise_exception=True)
-def stuck_timeline(request: HttpRequest, order_id: int) -> HttpResponse:
+def queue_timeline(request: HttpRequest, order_id: int) -> HttpResponse:
     order = get_object_or_404(CardOrder.objects.only("pk"), pk=order_id)
     if request.GET.get("hide"):
-        return render(request, "tracker/stuck.html#row-detail", {"order": order, "open": False})
+        return render(request, "tracker/queue.html#row-detail", {"order": order, "open": False})
     shown = ("received_at", "status", "shipment_status", "source", "verdict", "note")
     events = order.events.only("order_id", *shown).order_by("-received_at", "-id")[:50]
     context = {"order": order, "events": events, "open": True}
-    return render(request, "tracker/stuck.html#row-detail", context)
+    return render(request, "tracker/queue.html#row-detail", context)
 
 
 @require_http_methods(["GET", "POST"])
 @permission_required("tracker.work_queue", raise_exception=True)
-def stuck_acknowledge(request: HtmxHttpRequest, order_id: int) -> HttpResponse:
+def queue_acknowledge(request: HtmxHttpRequest, order_id: int) -> HttpResponse:
     order = get_object_or_404(CardOrder, pk=order_id)
     if request.method == "GET":
         return _acknowledge_form(request, order)
@@ -234,30 +241,30 @@ def _acknowledge_form(request: HtmxHttpRequest, order: CardOrder) -> HttpRespons
 
 def _mute(order: CardOrder, user, data: dict) -> None:
     if data["action"] == "acknowledge":
-        queue.acknowledge(order, user, data["note"])
+        work_queue.acknowledge(order, user, data["note"])
     elif data["action"] == "snooze":
         # Snoozed to the end of the chosen day, in the supervisor's time zone.
         until = timezone.make_aware(datetime.combine(data["until"], time.max))
-        queue.snooze(order, user, until, data["note"])
+        work_queue.snooze(order, user, until, data["note"])
     else:
-        queue.reopen(order, user, data["note"])
+        work_queue.reopen(order, user, data["note"])
 
 
 @require_POST
 @permission_required("tracker.recheck_orders", raise_exception=True)
-def stuck_recheck(request: HtmxHttpRequest) -> HttpResponse:
+def queue_recheck(request: HtmxHttpRequest) -> HttpResponse:
     form = RecheckForm(request.POST)
     if not form.is_valid():
         messages.error(request, " ".join(form.non_field_errors()))
         return _back_to_queue(request)
     if form.cleaned_data["everything"]:
         filters = QueueFilterForm(request.POST).filters()
-        orders = queue.matching(filters)
+        orders = work_queue.matching(filters)
     else:
         orders = CardOrder.objects.filter(pk__in=form.cleaned_data["order"]).order_by("pk")
-    batch = queue.start_recheck(orders, request.user, settings.TRACKER_RECHECK_MAX)
+    batch = work_queue.start_recheck(orders, request.user, settings.TRACKER_RECHECK_MAX)
     if request.htmx:
-        return render(request, "tracker/stuck.html#recheck-progress", {"batch": batch})
+        return render(request, "tracker/queue.html#recheck-progress", {"batch": batch})
     return redirect("tracker:recheck_progress", batch.pk)
 
 
@@ -265,5 +272,5 @@ def stuck_recheck(request: HtmxHttpRequest) -> HttpResponse:
 @permission_required("tracker.recheck_orders", raise_exception=True)
 def recheck_progress(request: HtmxHttpRequest, batch_id: int) -> HttpResponse:
     batch = get_object_or_404(RecheckBatch, pk=batch_id)
-    template = "tracker/stuck.html#recheck-progress" if request.htmx else "tracker/recheck.html"
+    template = "tracker/queue.html#recheck-progress" if request.htmx else "tracker/recheck.html"
     return render(request, template, {"batch": batch})

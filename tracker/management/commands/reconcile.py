@@ -6,10 +6,10 @@ from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from tracker import sweep
 from tracker.d1.schema import ISSUER_ID
 from tracker.env import parse_duration
 from tracker.models import Sweep
+from tracker.reconcile import sweep
 
 
 def _duration(value: str) -> int:

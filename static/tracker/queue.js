@@ -1,8 +1,0 @@
-// The "select all on this page" box of the supervisors' queue. Loaded from a file: strict CSP.
-document.addEventListener("change", (event) => {
-  const box = event.target;
-  if (!box.matches || !box.matches("#stuck-table .select-all")) return;
-  for (const row of document.querySelectorAll('#stuck-table input[name="order"]')) {
-    row.checked = box.checked;
-  }
-});
