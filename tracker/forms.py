@@ -10,33 +10,18 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from tracker import queue
+from tracker import pan, queue
 from tracker.attention import Reason
 from tracker.d1 import lifecycle
 from tracker.models import CardOrder
 
-# 13 to 19 digits, alone or grouped by single spaces or dashes, as card numbers are written.
-_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?![ -]?\d)")
-
-
 def no_card_number(value: str) -> None:
     """Refuse text that holds what looks like a card number: Tracker never stores one."""
-    for match in _DIGIT_RUN.finditer(value or ""):
-        if _luhn(re.sub(r"\D", "", match.group())):
-            raise ValidationError(
-                _("This looks like a card number. Tracker never stores card numbers: remove it."),
-                code="card_number",
-            )
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for position, digit in enumerate(reversed(digits)):
-        n = int(digit)
-        if position % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
+    if pan.contains_pan(value or ""):
+        raise ValidationError(
+            _("This looks like a card number. Tracker never stores card numbers: remove it."),
+            code="card_number",
+        )
 
 
 def _stage_choices() -> list[tuple[str, str]]:
@@ -125,6 +110,8 @@ class AcknowledgeForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        if data.get("note"):
+            data["note"] = pan.mask_pans(data["note"])
         if data.get("action") == "acknowledge" and not data.get("note"):
             self.add_error("note", _("Say why the order needs no further attention."))
         if data.get("action") == "snooze":

@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 from import_export import fields, resources, widgets
 from import_export.instance_loaders import BaseInstanceLoader
 
-from tracker import attention, corrections
+from tracker import attention, corrections, pan
 from tracker.d1.schema import CARD_ID
 from tracker.forms import no_card_number
 from tracker.models import CardOrder, TimelineEvent
@@ -141,8 +141,10 @@ class OrderResource(resources.ModelResource):
             )
 
     def before_import_row(self, row, **kwargs) -> None:
+        # Masked first, so a card number in any cell is neither stored nor shown in the preview;
+        # a masked cardId is then refused as not a D1 cardId.
         for column, value in row.items():
-            row[column] = value.strip() if isinstance(value, str) else value
+            row[column] = pan.mask_pans(value.strip()) if isinstance(value, str) else value
 
     def import_field(self, field, instance, row, is_m2m=False, **kwargs) -> None:
         # A blank cell says nothing about an order Tracker knows: its value stays.

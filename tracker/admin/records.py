@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from tracker import tasks
 from tracker.admin.common import (
     ExactSearch,
+    MaskPansInForms,
     NoAddOrDelete,
     ReadOnlyAdmin,
     flat_fields,
@@ -73,7 +74,7 @@ class TimelineEventAdmin(_ByCardSearch, ReadOnlyAdmin):
 
 
 @admin.register(Threshold)
-class ThresholdAdmin(NoAddOrDelete, admin.ModelAdmin):
+class ThresholdAdmin(MaskPansInForms, NoAddOrDelete, admin.ModelAdmin):
     list_display = ["name", "hours", "updated_at"]
     list_editable = ["hours"]
     fields = ["name", "hours"]

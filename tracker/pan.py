@@ -1,0 +1,125 @@
+"""Card numbers (PANs): found and masked in one place, before anything is stored or logged.
+
+A PAN here is a Luhn-valid run of 13 to 19 digits, written together or grouped by single spaces
+or dashes. Masked, it keeps its first 6 and last 4 digits (what PCI DSS allows to be shown) with
+`*` in between, written together: `411111******1111`. A masked number is no longer a run of
+digits, so masking twice changes nothing.
+
+Every door that takes text from outside calls mask_pans() (or mask_in_json() / mask_bytes()):
+notification bodies and their headers, D1's operations (tracker/d1/schema.py), the search box,
+card URLs, notes, the admin site's forms and log, CSV imports; the logging filter below covers
+what is logged.
+"""
+
+import logging
+import re
+from typing import Any
+
+# 13 to 19 digits, alone or grouped by single spaces or dashes, as card numbers are written.
+_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?![ -]?\d)")
+_DIGIT_RUN_BYTES = re.compile(_DIGIT_RUN.pattern.encode())
+# What mask_pans() leaves: an identifier shaped like this was a card number.
+MASKED = re.compile(r"\d{6}\*{3,9}\d{4}")
+_LONGEST = 19
+
+
+def luhn(digits: str) -> bool:
+    """True when the string of digits passes the Luhn check."""
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        n = int(digit)
+        if position % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def _pan_digits(run: str) -> str | None:
+    digits = run.replace(" ", "").replace("-", "")
+    if 13 <= len(digits) <= _LONGEST and luhn(digits):
+        return digits
+    return None
+
+
+def _masked(digits: str) -> str:
+    return f"{digits[:6]}{'*' * (len(digits) - 10)}{digits[-4:]}"
+
+
+def _replace(match: re.Match[str]) -> str:
+    digits = _pan_digits(match.group())
+    return _masked(digits) if digits else match.group()
+
+
+def contains_pan(text: str) -> bool:
+    """True when the text holds a card number in clear."""
+    if not text or not isinstance(text, str):
+        return False
+    return any(_pan_digits(match.group()) for match in _DIGIT_RUN.finditer(text))
+
+
+def is_or_was_pan(text: str) -> bool:
+    """True when the text holds a card number, in clear or already masked."""
+    return contains_pan(text) or bool(MASKED.search(text or ""))
+
+
+def mask_pans(text: str) -> str:
+    """The text with every card number masked (first 6, last 4); anything else unchanged."""
+    if not text or not isinstance(text, str) or not any(c.isdigit() for c in text):
+        return text
+    return _DIGIT_RUN.sub(_replace, text)
+
+
+def _replace_bytes(match: re.Match[bytes]) -> bytes:
+    digits = _pan_digits(match.group().decode("ascii"))
+    return _masked(digits).encode("ascii") if digits else match.group()
+
+
+def mask_bytes(raw: bytes) -> bytes:
+    """mask_pans() for a body kept as bytes: digits are ASCII in every encoding JSON allows
+    but UTF-16/32, which D1 does not send."""
+    return _DIGIT_RUN_BYTES.sub(_replace_bytes, bytes(raw))
+
+
+def mask_in_json(value: Any) -> Any:
+    """A copy of a JSON value with every string (keys included) masked; a card number sent as
+    a JSON number becomes its masked text."""
+    if isinstance(value, str):
+        return mask_pans(value)
+    if isinstance(value, dict):
+        return {mask_pans(key): mask_in_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_in_json(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10**12:
+        text = str(value)
+        masked = mask_pans(text)
+        return value if masked == text else masked
+    return value
+
+
+def mask_strings(values: dict[str, Any]) -> dict[str, Any]:
+    """A form's cleaned data (or any flat mapping) with its text values masked."""
+    return {
+        name: mask_pans(value) if isinstance(value, str) else value
+        for name, value in values.items()
+    }
+
+
+class MaskPansFilter(logging.Filter):
+    """Masks card numbers in every log record that passes through the handler it is set on:
+    the message, its arguments and the formatted exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is logged as it is
+            return True
+        masked = mask_pans(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_pans(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_pans(record.stack_info)
+        return True
