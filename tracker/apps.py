@@ -8,7 +8,10 @@ class TrackerConfig(AppConfig):
     verbose_name = _("Tracker")
 
     def ready(self) -> None:
-        from tracker import auth  # noqa: F401 - connects the permission cache's signals
+        from tracker import auth, login  # noqa: F401 - connect the permission cache and sign-in signals
+        from tracker.pan import install_log_masking
+
+        install_log_masking()
 
         post_migrate.connect(_sync_groups, sender=self)
 

@@ -17,7 +17,7 @@ from tracker.models import CardOrder
 
 def no_card_number(value: str) -> None:
     """Refuse text that holds what looks like a card number: Tracker never stores one."""
-    if pan.contains_pan(value or ""):
+    if pan.is_or_was_pan(value or ""):
         raise ValidationError(
             _("This looks like a card number. Tracker never stores card numbers: remove it."),
             code="card_number",

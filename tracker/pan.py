@@ -123,3 +123,22 @@ class MaskPansFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = mask_pans(record.stack_info)
         return True
+
+
+_MASK_RECORD = MaskPansFilter()
+
+
+def install_log_masking() -> None:
+    """Mask every log record as it is made, whatever handler (a server's access log, a test's
+    capture) later takes it; the filter above also guards the configured handlers."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "masks_pans", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _MASK_RECORD.filter(record)
+        return record
+
+    factory.masks_pans = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
