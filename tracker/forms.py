@@ -15,6 +15,7 @@ from tracker.attention import Reason
 from tracker.d1 import lifecycle
 from tracker.models import CardOrder
 
+
 def no_card_number(value: str) -> None:
     """Refuse text that holds what looks like a card number: Tracker never stores one."""
     if pan.is_or_was_pan(value or ""):

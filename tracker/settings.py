@@ -175,7 +175,11 @@ TRACKER_OIDC_GROUPS_CLAIM = env.string("TRACKER_OIDC_GROUPS_CLAIM", "groups")
 TRACKER_OIDC_GROUP_MAP = env.mapping("TRACKER_OIDC_GROUP_MAP")
 TRACKER_PASSWORD_LOGIN = env.boolean("TRACKER_PASSWORD_LOGIN", True)
 if OIDC_RP_CLIENT_ID:
-    for _name in ("OIDC_RP_CLIENT_SECRET", "OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT"):
+    for _name in (
+        "OIDC_RP_CLIENT_SECRET",
+        "OIDC_OP_AUTHORIZATION_ENDPOINT",
+        "OIDC_OP_TOKEN_ENDPOINT",
+    ):
         if not globals()[_name]:
             raise ImproperlyConfigured(f"{_name} must be set when OIDC_RP_CLIENT_ID is")
     if OIDC_RP_SIGN_ALGO != "HS256" and not OIDC_OP_JWKS_ENDPOINT:
@@ -362,6 +366,12 @@ if D1_NOTIFY_TOKEN_TTL > 900:
     raise ImproperlyConfigured("D1_NOTIFY_TOKEN_TTL must be at most 900 seconds (15 minutes)")
 D1_NOTIFY_MAX_BODY_BYTES = env.integer("D1_NOTIFY_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 D1_NOTIFY_HMAC_HEADER = env.header_name("D1_NOTIFY_HMAC_HEADER", "X-D1-Signature")
+# Optional: when D1 sends this header (Unix seconds), the signature covers "<timestamp>.<body>"
+# and one older or newer than the tolerance (seconds) is refused.
+D1_NOTIFY_HMAC_TIMESTAMP_HEADER = env.header_name(
+    "D1_NOTIFY_HMAC_TIMESTAMP_HEADER", "X-D1-Signature-Timestamp"
+)
+D1_NOTIFY_HMAC_TOLERANCE = env.integer("D1_NOTIFY_HMAC_TOLERANCE", 300, minimum=1)
 # The current secret, and during a rotation the next one: both are accepted.
 D1_NOTIFY_HMAC_SECRETS = env.csv("D1_NOTIFY_HMAC_SECRETS")
 if D1_NOTIFY_AUTH == "hmac" and not D1_NOTIFY_HMAC_SECRETS:

@@ -56,9 +56,7 @@ class TrackerOIDCBackend(OIDCAuthenticationBackend):
 
     def verify_claims(self, claims: dict[str, Any]) -> bool:
         if not self._username(claims):
-            logger.warning(
-                "SSO sign-in refused: no %s claim", settings.TRACKER_OIDC_USERNAME_CLAIM
-            )
+            logger.warning("SSO sign-in refused: no %s claim", settings.TRACKER_OIDC_USERNAME_CLAIM)
             return False
         if not mapped_roles(claims):
             logger.warning(

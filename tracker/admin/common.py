@@ -10,10 +10,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -39,6 +40,25 @@ def masking_form(form_class: type) -> type:
 
     Masked.__name__ = Masked.__qualname__ = form_class.__name__
     return Masked
+
+
+_LARGEST_ID = 2**63 - 1
+
+
+class CheckedSelection:
+    """An action posted with ids that are not ids (typed by hand, a tampered form) is answered
+    with a message on the list, not a 500 from the database."""
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet, **kwargs):
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if self.model._meta.pk.get_internal_type() in ("AutoField", "BigAutoField") and not all(
+            value.isascii() and value.isdigit() and int(value) <= _LARGEST_ID for value in selected
+        ):
+            self.message_user(
+                request, _("The selection holds something that is not an id."), messages.ERROR
+            )
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset, **kwargs)
 
 
 class MaskPansInForms:
@@ -74,7 +94,7 @@ class _FixedOrderChangeList(ChangeList):
         return [*ordering, "-pk"] if "-pk" not in ordering else ordering
 
 
-class BoundedAdmin(admin.ModelAdmin):
+class BoundedAdmin(CheckedSelection, admin.ModelAdmin):
     """A list page with a bounded count, in a fixed order, and no unbounded "Show all"."""
 
     paginator = CappedPaginator

@@ -13,7 +13,7 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.http import HttpRequest
 
-from tracker.admin.common import MaskPansInForms
+from tracker.admin.common import CheckedSelection, MaskPansInForms
 from tracker.roles import ADMINISTRATORS
 
 _GRANTS = ("is_superuser", "user_permissions")
@@ -33,7 +33,7 @@ def _beyond_reach(request: HttpRequest, user: User | None) -> bool:
 
 
 @admin.register(User)
-class TrackerUserAdmin(MaskPansInForms, UserAdmin):
+class TrackerUserAdmin(CheckedSelection, MaskPansInForms, UserAdmin):
     list_display = ("username", "first_name", "last_name", "is_staff", "is_active")
     list_filter = ("is_staff", "is_superuser", "is_active", "groups")
 
@@ -53,7 +53,7 @@ class TrackerUserAdmin(MaskPansInForms, UserAdmin):
 
 
 @admin.register(Group)
-class TrackerGroupAdmin(MaskPansInForms, GroupAdmin):
+class TrackerGroupAdmin(CheckedSelection, MaskPansInForms, GroupAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.is_superuser
 
