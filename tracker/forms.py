@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import re
 
 from django import forms
 from django.conf import settings

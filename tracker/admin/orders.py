@@ -136,11 +136,7 @@ class _ImportStorage(CacheStorage):
     def save(self, data) -> None:
         # The file is read back from here for the preview and the import: masked once, it never
         # holds a card number in the cache, the preview or the orders.
-        if isinstance(data, str):
-            data = pan.mask_pans(data)
-        else:
-            data = pan.mask_bytes(data)
-        super().save(data)
+        super().save(pan.mask_pans(data) if isinstance(data, str) else pan.mask_bytes(data))
 
 
 class OrdersImportForm(ImportForm):

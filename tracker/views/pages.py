@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from tracker import audit, live, pan, queries, sla, stages
+from tracker import audit, limits, live, pan, queries, sla, stages
 from tracker.d1.client import (
     D1BreakerOpen,
     D1Error,
@@ -25,7 +25,6 @@ from tracker.d1.client import (
 )
 from tracker.d1.schema import CARD_ID
 from tracker.models import CardOrder, LookupAudit, Source
-from tracker import limits
 from tracker.views import HtmxHttpRequest
 
 VIEW_CARDS = "tracker.view_cardorder"
