@@ -44,7 +44,7 @@ def store(issuer_id: str, body: bytes, headers: dict[str, str]) -> InboxItem:
     # Masked before it is kept: a card number sent by mistake is never stored (tracker/pan.py).
     return InboxItem.objects.create(
         issuer_id=issuer_id,
-        body=pan.mask_bytes(body),
+        body=pan.mask_body(body),
         headers={name: pan.mask_pans(value) for name, value in headers.items()},
     )
 

@@ -11,6 +11,7 @@ card URLs, notes, the admin site's forms and log, CSV imports; the logging filte
 what is logged.
 """
 
+import json
 import logging
 import re
 from typing import Any
@@ -78,6 +79,22 @@ def mask_bytes(raw: bytes) -> bytes:
     """mask_pans() for a body kept as bytes: digits are ASCII in every encoding JSON allows
     but UTF-16/32, which D1 does not send."""
     return _DIGIT_RUN_BYTES.sub(_replace_bytes, bytes(raw))
+
+
+def mask_body(raw: bytes) -> bytes:
+    """A JSON body with its card numbers masked: the same bytes when it holds none (the common
+    case); otherwise the document written again with every string and number masked (a card
+    number sent as a JSON number becomes a string), or, if it is not JSON, mask_bytes()."""
+    raw = bytes(raw)
+    if not any(
+        _pan_digits(match.group().decode("ascii")) for match in _DIGIT_RUN_BYTES.finditer(raw)
+    ):
+        return raw
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        return mask_bytes(raw)
+    return json.dumps(mask_in_json(document), ensure_ascii=False).encode()
 
 
 def mask_in_json(value: Any) -> Any:
