@@ -22,74 +22,74 @@ pytestmark = pytest.mark.django_db
 
 HX = {"HX-Request": "true"}
 CARD = "crd-matrix-1"
-ROLES = ("anonymous", "no_group", "staff_only", "agent", "supervisor", "administrator", "superuser")
+ROLES = ("anon", "nogroup", "staff", "agent", "super", "admin", "root")
 
-# anonymous: not signed in. no_group: signed in, in no group. staff_only: the is_staff flag and no
-# group. Then the three roles (CONTRACT §4), and a superuser.
+# anon: not signed in. nogroup: signed in, in no group. staff: the is_staff flag and no group.
+# agent, super(visor), admin(istrator): the three roles (CONTRACT §4). root: a superuser.
 # 302 from anonymous is the login page; an HTMX request gets 200 with HX-Refresh instead.
 EXPECTED = """
-row                              anonymous no_group staff_only agent supervisor administrator superuser
-login                            200       302      302        302   302        302           302
-search                           302       403      403        200   200        200           200
-search#search-results            200       403      403        200   200        200           200
-card_detail                      302       403      403        200   200        200           200
-card_detail#card-header          200       403      403        200   200        200           200
-card_detail#timeline             200       403      403        200   200        200           200
-card_detail#card-banner          200       403      403        200   200        200           200
-card_detail:other_issuer         302       404      404        404   404        404           404
-card_live                        302       403      403        302   302        302           302
-card_live#card-live              200       403      403        200   200        200           200
-card_live:other_issuer           302       404      404        404   404        404           404
-d1_lookup                        302       403      403        200   200        200           200
-d1_lookup#d1-lookup              200       403      403        200   200        200           200
-d1_lookup:other_issuer           302       404      404        404   404        404           404
-stuck                            302       403      403        403   200        200           200
-stuck#stuck-table                200       403      403        403   200        200           200
-stuck_glance                     302       403      403        403   200        200           200
-stuck_glance#stuck-glance        200       403      403        403   200        200           200
-stuck_export                     302       403      403        403   200        200           200
-stuck_recheck                    302       403      403        403   302        302           302
-recheck_progress                 302       403      403        403   200        200           200
-recheck_progress#recheck-progress 200      403      403        403   200        200           200
-stuck_timeline#row-detail        200       403      403        403   200        200           200
-stuck_acknowledge                302       403      403        403   200        200           200
-stuck_acknowledge#acknowledge-form 200     403      403        403   200        200           200
-stuck_acknowledge:post           302       403      403        403   302        302           302
-delivery                         302       403      403        403   200        200           200
-healthz                          200       200      200        200   200        200           200
-d1_notifications                 401       401      401        401   401        401           401
-d1_token                         401       401      401        401   401        401           401
-set_language                     302       302      302        302   302        302           302
-oidc_authentication_init         404       404      404        404   404        404           404
-oidc_authentication_callback     404       404      404        404   404        404           404
-admin:index                      302       302      200        302   200        200           200
-admin:auth_group_changelist      302       302      403        302   200        200           200
-admin:auth_group_add             302       302      403        302   403        403           200
-admin:auth_user_changelist       302       302      403        302   200        200           200
-admin:auth_user_add              302       302      403        302   403        200           200
-admin:auth_user_change:agent     302       302      403        302   200        200           200
-admin:auth_user_password:agent   302       302      403        302   403        200           200
-admin:auth_user_password:peer    302       302      403        302   403        403           200
-admin:auth_user_password:root    302       302      403        302   403        403           200
-admin:auth_user_delete:agent     302       302      403        302   403        403           200
-admin:axes_accessattempt_changelist 302    302      403        302   403        403           200
-admin:axes_accessfailurelog_changelist 302 302      403        302   403        403           200
-admin:axes_accesslog_changelist  302       302      403        302   403        403           200
-admin:django_tasks_database_dbtaskresult_changelist 302 302 403 302  200        200           200
-admin:tracker_acknowledgement_changelist 302 302    403        302   200        200           200
-admin:tracker_cardorder_changelist 302     302      403        302   200        200           200
-admin:tracker_cardorder_change   302       302      403        302   200        200           200
-admin:tracker_cardorder_history  302       302      403        302   200        200           200
-admin:tracker_cardorder_import   302       302      403        302   403        200           200
-admin:tracker_cardorder_delete   302       302      403        302   403        403           403
-admin:tracker_exportaudit_changelist 302   302      403        302   200        200           200
-admin:tracker_inboxitem_changelist 302     302      403        302   200        200           200
-admin:tracker_inboxitem_change   302       302      403        302   200        200           200
-admin:tracker_lookupaudit_changelist 302   302      403        302   200        200           200
-admin:tracker_sweep_changelist   302       302      403        302   200        200           200
-admin:tracker_threshold_changelist 302     302      403        302   200        200           200
-admin:tracker_timelineevent_changelist 302 302      403        302   200        200           200
-logout                           302       302      302        302   302        302           302
+row                                                 anon   nogroup staff  agent  super  admin  root
+login                                               200    302    302    302    302    302    302
+search                                              302    403    403    200    200    200    200
+search#search-results                               200    403    403    200    200    200    200
+card_detail                                         302    403    403    200    200    200    200
+card_detail#card-header                             200    403    403    200    200    200    200
+card_detail#timeline                                200    403    403    200    200    200    200
+card_detail#card-banner                             200    403    403    200    200    200    200
+card_detail:other_issuer                            302    404    404    404    404    404    404
+card_live                                           302    403    403    302    302    302    302
+card_live#card-live                                 200    403    403    200    200    200    200
+card_live:other_issuer                              302    404    404    404    404    404    404
+d1_lookup                                           302    403    403    200    200    200    200
+d1_lookup#d1-lookup                                 200    403    403    200    200    200    200
+d1_lookup:other_issuer                              302    404    404    404    404    404    404
+stuck                                               302    403    403    403    200    200    200
+stuck#stuck-table                                   200    403    403    403    200    200    200
+stuck_glance                                        302    403    403    403    200    200    200
+stuck_glance#stuck-glance                           200    403    403    403    200    200    200
+stuck_export                                        302    403    403    403    200    200    200
+stuck_recheck                                       302    403    403    403    302    302    302
+recheck_progress                                    302    403    403    403    200    200    200
+recheck_progress#recheck-progress                   200    403    403    403    200    200    200
+stuck_timeline#row-detail                           200    403    403    403    200    200    200
+stuck_acknowledge                                   302    403    403    403    200    200    200
+stuck_acknowledge#acknowledge-form                  200    403    403    403    200    200    200
+stuck_acknowledge:post                              302    403    403    403    302    302    302
+delivery                                            302    403    403    403    200    200    200
+healthz                                             200    200    200    200    200    200    200
+d1_notifications                                    401    401    401    401    401    401    401
+d1_token                                            401    401    401    401    401    401    401
+set_language                                        302    302    302    302    302    302    302
+oidc_authentication_init                            404    404    404    404    404    404    404
+oidc_authentication_callback                        404    404    404    404    404    404    404
+admin:index                                         302    302    200    302    200    200    200
+admin:auth_group_changelist                         302    302    403    302    200    200    200
+admin:auth_group_add                                302    302    403    302    403    403    200
+admin:auth_user_changelist                          302    302    403    302    200    200    200
+admin:auth_user_add                                 302    302    403    302    403    200    200
+admin:auth_user_change:agent                        302    302    403    302    200    200    200
+admin:auth_user_password:agent                      302    302    403    302    403    200    200
+admin:auth_user_password:peer                       302    302    403    302    403    403    200
+admin:auth_user_password:root                       302    302    403    302    403    403    200
+admin:auth_user_delete:agent                        302    302    403    302    403    403    200
+admin:axes_accessattempt_changelist                 302    302    403    302    403    403    200
+admin:axes_accessfailurelog_changelist              302    302    403    302    403    403    200
+admin:axes_accesslog_changelist                     302    302    403    302    403    403    200
+admin:django_tasks_database_dbtaskresult_changelist 302    302    403    302    200    200    200
+admin:tracker_acknowledgement_changelist            302    302    403    302    200    200    200
+admin:tracker_cardorder_changelist                  302    302    403    302    200    200    200
+admin:tracker_cardorder_change                      302    302    403    302    200    200    200
+admin:tracker_cardorder_history                     302    302    403    302    200    200    200
+admin:tracker_cardorder_import                      302    302    403    302    403    200    200
+admin:tracker_cardorder_delete                      302    302    403    302    403    403    403
+admin:tracker_exportaudit_changelist                302    302    403    302    200    200    200
+admin:tracker_inboxitem_changelist                  302    302    403    302    200    200    200
+admin:tracker_inboxitem_change                      302    302    403    302    200    200    200
+admin:tracker_lookupaudit_changelist                302    302    403    302    200    200    200
+admin:tracker_sweep_changelist                      302    302    403    302    200    200    200
+admin:tracker_threshold_changelist                  302    302    403    302    200    200    200
+admin:tracker_timelineevent_changelist              302    302    403    302    200    200    200
+logout                                              302    302    302    302    302    302    302
 """
 
 
@@ -236,13 +236,13 @@ def _accounts() -> dict[str, User | None]:
         return user
 
     return {
-        "anonymous": None,
-        "no_group": User.objects.create_user("nobody"),
-        "staff_only": User.objects.create_user("staffer", is_staff=True),
+        "anon": None,
+        "nogroup": User.objects.create_user("nobody"),
+        "staff": User.objects.create_user("staffer", is_staff=True),
         "agent": member("agent", roles.AGENTS),
-        "supervisor": member("supervisor", roles.SUPERVISORS, is_staff=True),
-        "administrator": member("administrator", roles.ADMINISTRATORS, is_staff=True),
-        "superuser": User.objects.create_superuser("root", password="root-pw-1"),
+        "super": member("supervisor", roles.SUPERVISORS, is_staff=True),
+        "admin": member("administrator", roles.ADMINISTRATORS, is_staff=True),
+        "root": User.objects.create_superuser("root", password="root-pw-1"),
     }
 
 
@@ -280,7 +280,7 @@ def test_each_role_gets_exactly_the_expected_answer_from_every_page(d1, settings
         inbox_id=InboxItem.objects.create(issuer_id=ISSUER, body=b"{}").pk,
         users={
             "agent": accounts["agent"],
-            "root": accounts["superuser"],
+            "root": accounts["root"],
             "peer": User.objects.create_user("peer-admin", is_staff=True),
         },
     )
