@@ -41,6 +41,26 @@ class TrackerOIDCBackend(OIDCAuthenticationBackend):
     """Signs people in with the identity provider; permissions come from their groups through
     tracker.auth.CachedPermissionsBackend, as for everyone."""
 
+    def verify_token(self, token: str, **kwargs) -> dict | None:
+        # A token that fails a check ends as a refused sign-in (the login page says so), not as
+        # a 400 page.
+        try:
+            return super().verify_token(token, **kwargs)
+        except SuspiciousOperation as e:
+            logger.warning("SSO sign-in refused: %s", e)
+            return None
+
+    def _verify_jws(self, payload, key) -> dict:
+        claims = super()._verify_jws(payload, key)
+        # The library checks the signature and the nonce; the token must also be meant for us.
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if settings.OIDC_RP_CLIENT_ID not in audiences:
+            raise SuspiciousOperation("the id_token is not for this client (aud)")
+        if settings.OIDC_OP_ISSUER and claims.get("iss") != settings.OIDC_OP_ISSUER:
+            raise SuspiciousOperation("the id_token comes from another issuer (iss)")
+        return claims
+
     def get_userinfo(self, access_token: str, id_token: str, payload: dict) -> dict:
         # The groups may be in the id_token, the userinfo answer, or both.
         claims = dict(payload)
@@ -75,8 +95,7 @@ class TrackerOIDCBackend(OIDCAuthenticationBackend):
 
     def create_user(self, claims: dict[str, Any]) -> User:
         with transaction.atomic():
-            user = User.objects.create_user(self._username(claims))
-            user.set_unusable_password()
+            user = User.objects.create_user(self._username(claims))  # an unusable password
             return self.update_user(user, claims)
 
     def update_user(self, user: User, claims: dict[str, Any]) -> User:
