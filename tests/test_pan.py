@@ -79,6 +79,28 @@ def test_what_is_not_a_card_number_is_left_alone(text):
     assert not pan.contains_pan(text)
 
 
+def test_two_numbers_written_one_after_the_other_are_both_masked():
+    assert pan.mask_pans(f"{_digits(VISA)} {_digits(MASTERCARD)}") == (
+        "411111******1111 555555******4444"
+    )
+    assert pan.mask_pans(f"{VISA} {MASTERCARD.replace('-', ' ')}") == (
+        "411111******1111 555555******4444"
+    )
+
+
+@given(st.uuids())
+def test_a_uuid_is_never_taken_for_a_card_number(value):
+    # D1's operationIds are UUIDs: digits between a UUID's dashes are not a grouped card number.
+    assert not pan.contains_pan(str(value))
+
+
+def test_grouped_digits_inside_an_identifier_are_left_alone():
+    assert pan.mask_pans("c407de1b-1154-4399-6726-7750b315d4e7") == (
+        "c407de1b-1154-4399-6726-7750b315d4e7"
+    )
+    assert pan.mask_pans("PAN4111111111111111") == "PAN411111******1111"
+
+
 def test_masking_reaches_into_json_keys_values_and_numbers():
     document = {"a": [int(_digits(VISA)), f"x {AMEX}"], _digits(VISA): {"n": 7, "b": True}}
     assert pan.mask_in_json(document) == {

@@ -1,11 +1,13 @@
 """Card numbers (PANs): found and masked in one place, before anything is stored or logged.
 
-A PAN here is a Luhn-valid run of 13 to 19 digits, written together or grouped by single spaces
-or dashes. Masked, it keeps its first 6 and last 4 digits (what PCI DSS allows to be shown) with
-`*` in between, written together: `411111******1111`. A masked number is no longer a run of
-digits, so masking twice changes nothing.
+A PAN here is a Luhn-valid run of 13 to 19 digits, written together or grouped as card numbers
+are written (4-4-4-4, then up to 3 more digits for longer numbers; 4-6-5 and 4-6-4) by single
+spaces or dashes. The grouping rule keeps digits that only happen to sit between dashes (a UUID's
+groups, a date) from being taken for one. Masked, it keeps its first 6 and last 4 digits (what
+PCI DSS allows to be shown) with `*` in between, written together: `411111******1111`. A masked
+number is no longer a run of digits, so masking twice changes nothing.
 
-Every door that takes text from outside calls mask_pans() (or mask_in_json() / mask_bytes()):
+Every door that takes text from outside calls mask_pans() (or mask_in_json() / mask_body()):
 notification bodies and their headers, D1's operations (tracker/d1/schema.py), the search box,
 card URLs, notes, the admin site's forms and log, CSV imports; the logging filter below covers
 what is logged.
@@ -16,12 +18,14 @@ import logging
 import re
 from typing import Any
 
-# 13 to 19 digits, alone or grouped by single spaces or dashes, as card numbers are written.
-_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?![ -]?\d)")
-_DIGIT_RUN_BYTES = re.compile(_DIGIT_RUN.pattern.encode())
+# Digits in groups separated by single spaces or dashes, as long as it goes; card numbers are
+# looked for inside each such run (two numbers may be written one after the other).
+_RUN = re.compile(r"\d+(?:[ -]\d+)*")
+_SEPARATOR = re.compile(r"([ -])")
 # What mask_pans() leaves: an identifier shaped like this was a card number.
 MASKED = re.compile(r"\d{6}\*{3,9}\d{4}")
-_LONGEST = 19
+_SHORTEST, _LONGEST = 13, 19
+_MOST_GROUPS = 5  # 4-4-4-4-3
 
 
 def luhn(digits: str) -> bool:
@@ -35,27 +39,64 @@ def luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _pan_digits(run: str) -> str | None:
-    digits = run.replace(" ", "").replace("-", "")
-    if 13 <= len(digits) <= _LONGEST and luhn(digits):
-        return digits
-    return None
+def _grouped_like_a_card(lengths: list[int]) -> bool:
+    if len(lengths) == 1:
+        return True
+    return lengths in ([4, 4, 4, 4], [4, 6, 5], [4, 6, 4]) or (
+        lengths[:4] == [4, 4, 4, 4] and len(lengths) == 5 and lengths[4] <= 3
+    )
+
+
+def _cards_in(text: str, run: re.Match[str]) -> list[tuple[int, int, str]]:
+    """(start, end, digits) of each card number within one run of digits, left to right."""
+    parts = _SEPARATOR.split(run.group())
+    groups, separators = parts[0::2], parts[1::2]
+    starts, at = [], run.start()
+    for index, group in enumerate(groups):
+        starts.append(at)
+        at += len(group) + (1 if index < len(separators) else 0)
+    before = text[run.start() - 1 : run.start()] if run.start() else ""
+    after = text[run.end() : run.end() + 1]
+    found, first = [], 0
+    while first < len(groups):
+        taken = None
+        for last in range(min(len(groups), first + _MOST_GROUPS) - 1, first - 1, -1):
+            window = groups[first : last + 1]
+            digits = "".join(window)
+            if not _SHORTEST <= len(digits) <= _LONGEST or len(set(separators[first:last])) > 1:
+                continue
+            if not _grouped_like_a_card([len(group) for group in window]):
+                continue
+            # Grouped digits touch letters only inside identifiers (a UUID's groups), never in a
+            # written card number.
+            ahead = separators[last] if last < len(separators) else after
+            behind = separators[first - 1] if first else before
+            if last > first and (behind.isalnum() or ahead.isalnum()):
+                continue
+            if luhn(digits):
+                taken = (starts[first], starts[last] + len(groups[last]), digits)
+                break
+        if taken:
+            found.append(taken)
+            first = last + 1
+        else:
+            first += 1
+    return found
 
 
 def _masked(digits: str) -> str:
     return f"{digits[:6]}{'*' * (len(digits) - 10)}{digits[-4:]}"
 
 
-def _replace(match: re.Match[str]) -> str:
-    digits = _pan_digits(match.group())
-    return _masked(digits) if digits else match.group()
+def _cards(text: str) -> list[tuple[int, int, str]]:
+    return [card for run in _RUN.finditer(text) for card in _cards_in(text, run)]
 
 
 def contains_pan(text: str) -> bool:
     """True when the text holds a card number in clear."""
     if not text or not isinstance(text, str):
         return False
-    return any(_pan_digits(match.group()) for match in _DIGIT_RUN.finditer(text))
+    return any(_cards_in(text, run) for run in _RUN.finditer(text))
 
 
 def is_or_was_pan(text: str) -> bool:
@@ -67,18 +108,17 @@ def mask_pans(text: str) -> str:
     """The text with every card number masked (first 6, last 4); anything else unchanged."""
     if not text or not isinstance(text, str) or not any(c.isdigit() for c in text):
         return text
-    return _DIGIT_RUN.sub(_replace, text)
-
-
-def _replace_bytes(match: re.Match[bytes]) -> bytes:
-    digits = _pan_digits(match.group().decode("ascii"))
-    return _masked(digits).encode("ascii") if digits else match.group()
+    pieces, kept = [], 0
+    for start, end, digits in _cards(text):
+        pieces += [text[kept:start], _masked(digits)]
+        kept = end
+    return "".join([*pieces, text[kept:]]) if pieces else text
 
 
 def mask_bytes(raw: bytes) -> bytes:
-    """mask_pans() for a body kept as bytes: digits are ASCII in every encoding JSON allows
-    but UTF-16/32, which D1 does not send."""
-    return _DIGIT_RUN_BYTES.sub(_replace_bytes, bytes(raw))
+    """mask_pans() for a body kept as bytes: digits, spaces and dashes are ASCII in every
+    encoding JSON allows but UTF-16/32, which D1 does not send."""
+    return mask_pans(bytes(raw).decode("latin-1")).encode("latin-1")
 
 
 def mask_body(raw: bytes) -> bytes:
@@ -86,9 +126,7 @@ def mask_body(raw: bytes) -> bytes:
     case); otherwise the document written again with every string and number masked (a card
     number sent as a JSON number becomes a string), or, if it is not JSON, mask_bytes()."""
     raw = bytes(raw)
-    if not any(
-        _pan_digits(match.group().decode("ascii")) for match in _DIGIT_RUN_BYTES.finditer(raw)
-    ):
+    if not contains_pan(raw.decode("latin-1")):
         return raw
     try:
         document = json.loads(raw)
