@@ -299,7 +299,12 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
     # httpx logs every request at INFO; tracker.d1.client logs each D1 call once, with more.
-    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
+    # axes.apps announces itself at every start, on the stderr of every command.
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},
+    },
 }
 
 # --- D1 (see ../shared/d1/REFERENCE.md and README.md, "Settings") ---------------------------
