@@ -8,7 +8,8 @@ class TrackerConfig(AppConfig):
     verbose_name = _("Tracker")
 
     def ready(self) -> None:
-        from tracker import auth, login  # noqa: F401 - connect the permission cache and sign-in signals
+        # The permission cache's and the sign-in stamp's signal receivers.
+        from tracker import auth, login  # noqa: F401
         from tracker.pan import install_log_masking
 
         install_log_masking()
