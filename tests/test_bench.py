@@ -46,7 +46,10 @@ def test_the_generator_writes_an_order_book_the_queue_and_pages_agree_with(gener
     assert CardOrder.objects.create(issuer_id="ISS7K2M40Q", card_id="crd-after").pk == 1_001
 
     data.ensure_users(generated)
-    assert client.login(username="bench-supervisor", password=data.PASSWORD)
+    signed_in = client.post(
+        "/accounts/login/", {"username": "bench-supervisor", "password": data.PASSWORD}
+    )
+    assert signed_in.status_code == 302
     assert client.get("/stuck/").status_code == 200
     order = queue[0]
     assert client.get(f"/cards/{order.issuer_id}/{order.card_id}/").status_code == 200

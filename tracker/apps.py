@@ -8,7 +8,11 @@ class TrackerConfig(AppConfig):
     verbose_name = _("Tracker")
 
     def ready(self) -> None:
-        from tracker import permission_cache  # noqa: F401 - connects its signals
+        # The permission cache's and the sign-in stamp's signal receivers.
+        from tracker import login, permission_cache  # noqa: F401
+        from tracker.pan import install_log_masking
+
+        install_log_masking()
 
         post_migrate.connect(_sync_groups, sender=self)
 

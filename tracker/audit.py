@@ -2,6 +2,7 @@
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
+from tracker import pan
 from tracker.models import LookupAudit
 
 
@@ -18,8 +19,8 @@ def record(
         user_id=user.pk,
         username=user.get_username(),
         issuer_id=issuer_id,
-        card_id=card_id,
+        card_id=pan.mask_pans(card_id),
         action=action,
         outcome=outcome,
-        detail=detail,
+        detail=pan.mask_pans(detail),
     )

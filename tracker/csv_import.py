@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 from import_export import fields, resources, widgets
 from import_export.instance_loaders import BaseInstanceLoader
 
-from tracker import attention, corrections
+from tracker import attention, corrections, pan
 from tracker.d1.schema import CARD_ID
 from tracker.models import CardOrder, TimelineEvent
 from tracker.validators import no_card_number
@@ -138,10 +138,12 @@ class OrderResource(resources.ModelResource):
                     else _("Missing: %(names)s.") % {"names": ", ".join(missing)},
                 }
             )
-        # Cells as the person typed them, less the spaces around (the preview shows them so).
+        # Cells as the person typed them, less the spaces around (the preview shows them so), and
+        # masked first, so a card number in any cell is neither stored nor shown in the preview; a
+        # masked cardId is then refused as not a D1 cardId.
         for index, row in enumerate(dataset):
             dataset[index] = tuple(
-                value.strip() if isinstance(value, str) else value for value in row
+                pan.mask_pans(value.strip()) if isinstance(value, str) else value for value in row
             )
 
     def import_field(self, field, instance, row, is_m2m=False, **kwargs) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from django.db import DatabaseError
 from django.utils import timezone
 
-from tracker import ingest
+from tracker import ingest, pan
 from tracker.d1.schema import BadPayload, Operation, parse_body, parse_operations
 from tracker.models import InboxItem, Source
 
@@ -41,7 +41,12 @@ def store(issuer_id: str, body: bytes, headers: dict[str, str]) -> InboxItem:
     Callers (the endpoint, the command) are outside any transaction, so the one INSERT commits
     on its own, before processing starts: whatever becomes of the processing, the body is kept.
     """
-    return InboxItem.objects.create(issuer_id=issuer_id, body=bytes(body), headers=headers)
+    # Masked before it is kept: a card number sent by mistake is never stored (tracker/pan.py).
+    return InboxItem.objects.create(
+        issuer_id=issuer_id,
+        body=pan.mask_body(body),
+        headers={name: pan.mask_pans(value) for name, value in headers.items()},
+    )
 
 
 def process(item: InboxItem) -> Report:
@@ -81,7 +86,7 @@ def mark_failed(item: InboxItem, error: Exception) -> None:
     try:
         InboxItem.objects.filter(pk=item.pk).update(
             outcome=InboxItem.Outcome.FAILED,
-            error=f"{error.__class__.__name__}: {first_line}"[:500],
+            error=pan.mask_pans(f"{error.__class__.__name__}: {first_line}")[:500],
             processed_at=timezone.now(),
         )
     except DatabaseError as e:

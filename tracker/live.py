@@ -6,11 +6,17 @@ call refresh(); only the source and the client profile differ.
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils import timezone
 
-from tracker import ingest
+from tracker import ingest, pan
 from tracker.d1.client import D1NotFound, Profile, client
 from tracker.models import CardOrder, Source
+
+
+class NotServed(ValueError):
+    """The card belongs to an issuer this deployment does not serve, or its id is a card
+    number: D1 is not asked."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,12 @@ def refresh(
     profile: Profile = Profile.INTERACTIVE,
 ) -> Refresh:
     """Fetch the card from D1 and apply it; D1Error subclasses propagate (D1NotFound flags the
-    order as unknown to D1 first). ValueError for ids D1 could never accept."""
+    order as unknown to D1 first). ValueError for ids D1 could never accept, NotServed (a
+    ValueError) for an issuer not in D1_ISSUER_IDS."""
+    if issuer_id not in settings.D1_ISSUER_IDS:
+        raise NotServed(f"issuer {issuer_id[:10]!r} is not served here (D1_ISSUER_IDS)")
+    if pan.contains_pan(card_id):
+        raise NotServed("the card ID is a card number")
     orders = CardOrder.objects.filter(issuer_id=issuer_id, card_id=card_id)
     try:
         operations = client(profile).get_production_status(issuer_id, card_id)

@@ -1,5 +1,5 @@
 """Show times in the user's own time zone; send htmx requests of an ended session to log in;
-refuse a query string that carries a NUL character.
+refuse a query string that carries a NUL character; keep staff pages out of caches.
 
 static/tracker/tz.js stores the browser's IANA zone in the `tz` cookie; until it has (or when the
 cookie holds something zoneinfo does not know) times are shown in TRACKER_DISPLAY_TZ.
@@ -76,3 +76,18 @@ class RefuseNulMiddleware:
             message = _("The address contains a NUL character (%00), which no value can hold.")
             return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
+
+
+class NoStoreMiddleware:
+    """Pages show card data to signed-in staff: no browser or proxy cache keeps a copy (the
+    back button after signing out, a shared computer). Static files never get here (WhiteNoise
+    answers them first, cached for long); a view that sets its own Cache-Control keeps it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "private, no-store"
+        return response

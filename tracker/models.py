@@ -544,3 +544,24 @@ class AuthFailureCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.issuer_id or 'token'} {self.hour:%Y-%m-%d %H}h: {self.count}"
+
+
+class ExportAudit(models.Model):
+    """One export of the supervisors' queue as CSV: who, with which filter, how many rows."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField(_("username"), max_length=150)
+    at = models.DateTimeField(_("time"), default=timezone.now)
+    filters = models.TextField(_("filter"), blank=True, help_text=_("As in the queue's address."))
+    # Written when the last row has gone out: empty for an export the browser broke off.
+    rows = models.PositiveIntegerField(_("rows"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("export audit record")
+        verbose_name_plural = _("export audit")
+        indexes = [models.Index(fields=["at"], name="export_audit_at")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} ({self.rows} rows)"

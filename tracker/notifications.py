@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import time
 from datetime import timedelta
 from functools import lru_cache
 from urllib.parse import unquote_plus
@@ -166,9 +167,19 @@ def _signature_refusal(request: HttpRequest, body: bytes) -> str:
     sent = sent.removeprefix("sha256=")
     if not sent:
         return "no signature"
+    # With a timestamp header the signature covers "<timestamp>.<body>", so an old body cannot
+    # be sent again past the tolerance: a replay needs a fresh timestamp it cannot sign.
+    stamp = request.headers.get(settings.D1_NOTIFY_HMAC_TIMESTAMP_HEADER, "").strip()
+    signed = body
+    if stamp:
+        if not stamp.isdigit():
+            return "timestamp is not Unix seconds"
+        if abs(time.time() - int(stamp)) > settings.D1_NOTIFY_HMAC_TOLERANCE:
+            return "stale signature (timestamp outside D1_NOTIFY_HMAC_TOLERANCE)"
+        signed = stamp.encode() + b"." + body
     # Every secret is tried (current and next during a rotation), each in constant time.
     matches = [
-        constant_time_compare(hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(), sent)
+        constant_time_compare(hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest(), sent)
         for secret in settings.D1_NOTIFY_HMAC_SECRETS
     ]
     return "" if any(matches) else "bad signature"

@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "simple_history",
     "import_export",
+    "axes",
+    "mozilla_django_oidc",
     "tracker",
 ]
 if DEBUG and importlib.util.find_spec("demo") is not None:
@@ -57,6 +59,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tracker.login.IdleTimeoutMiddleware",
     "tracker.middleware.HtmxLoginRedirectMiddleware",
     # Login everywhere by default; the D1-facing endpoints and /healthz opt out explicitly.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
@@ -65,6 +68,9 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "tracker.middleware.NoStoreMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "tracker.root_urls"
@@ -146,11 +152,86 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-AUTHENTICATION_BACKENDS = ["tracker.permission_cache.CachedPermissionsBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+# Absolute: a session ends this long after sign-in, active or not.
 SESSION_COOKIE_AGE = 12 * 3600
+# Idle: a session without activity for this long ends (tracker/login.py).
+TRACKER_IDLE_TIMEOUT = env.duration("TRACKER_IDLE_TIMEOUT", "30m")
+CSRF_COOKIE_HTTPONLY = True  # the pages send the token from <body hx-headers>, not the cookie
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+LANGUAGE_COOKIE_HTTPONLY = True
+
+# Single sign-on with OpenID Connect (tracker/sso.py, docs/security.md): on when a client id is
+# set. With TRACKER_PASSWORD_LOGIN=0 only superusers can still sign in with a password.
+OIDC_RP_CLIENT_ID = env.string("OIDC_RP_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env.string("OIDC_RP_CLIENT_SECRET")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.string("OIDC_OP_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env.string("OIDC_OP_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env.string("OIDC_OP_USER_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env.string("OIDC_OP_JWKS_ENDPOINT")
+OIDC_OP_ISSUER = env.string("OIDC_OP_ISSUER")
+OIDC_RP_SIGN_ALGO = env.choice("OIDC_RP_SIGN_ALGO", "RS256", ("RS256", "ES256", "HS256"))
+OIDC_RP_SCOPES = env.string("OIDC_RP_SCOPES", "openid email profile")
+OIDC_TIMEOUT = 10
+OIDC_USE_PKCE = True
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+OIDC_CREATE_USER = True
+TRACKER_OIDC_USERNAME_CLAIM = env.string("TRACKER_OIDC_USERNAME_CLAIM", "preferred_username")
+TRACKER_OIDC_GROUPS_CLAIM = env.string("TRACKER_OIDC_GROUPS_CLAIM", "groups")
+TRACKER_OIDC_GROUP_MAP = env.mapping("TRACKER_OIDC_GROUP_MAP")
+TRACKER_PASSWORD_LOGIN = env.boolean("TRACKER_PASSWORD_LOGIN", True)
+if OIDC_RP_CLIENT_ID:
+    for _name in (
+        "OIDC_RP_CLIENT_SECRET",
+        "OIDC_OP_AUTHORIZATION_ENDPOINT",
+        "OIDC_OP_TOKEN_ENDPOINT",
+    ):
+        if not globals()[_name]:
+            raise ImproperlyConfigured(f"{_name} must be set when OIDC_RP_CLIENT_ID is")
+    if OIDC_RP_SIGN_ALGO != "HS256" and not OIDC_OP_JWKS_ENDPOINT:
+        raise ImproperlyConfigured(f"OIDC_OP_JWKS_ENDPOINT must be set for {OIDC_RP_SIGN_ALGO}")
+    for _claim, _group in TRACKER_OIDC_GROUP_MAP.items():
+        if _group not in ("Support agents", "Supervisors", "Administrators"):
+            raise ImproperlyConfigured(
+                f"TRACKER_OIDC_GROUP_MAP: {_claim}={_group}, the group must be Support agents, "
+                "Supervisors or Administrators"
+            )
+elif not TRACKER_PASSWORD_LOGIN:
+    raise ImproperlyConfigured("TRACKER_PASSWORD_LOGIN=0 needs single sign-on (OIDC_RP_CLIENT_ID)")
+
+# django-axes checks first: a locked-out username or address is refused before any password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "tracker.permission_cache.CachedPermissionsBackend"
+    if TRACKER_PASSWORD_LOGIN
+    else "tracker.login.PermissionsOnlyBackend",
+    *(["tracker.sso.TrackerOIDCBackend"] if OIDC_RP_CLIENT_ID else []),
+]
+
+# Password guessing (django-axes, tracker/login.py): after this many failures in a row a
+# username, and separately an address, is locked out until the cool-off ends or an operator
+# unlocks it (`manage.py axes_reset_username NAME`).
+AXES_FAILURE_LIMIT = env.integer("TRACKER_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env.duration("TRACKER_LOGIN_LOCKOUT", "15m") / 3600  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HANDLER = "tracker.login.MaskedAxesHandler"
+AXES_USERNAME_CALLABLE = "tracker.login.axes_username"
+AXES_SENSITIVE_PARAMETERS = ["password", "password1", "password2", "csrfmiddlewaretoken"]
+# The client's address: REMOTE_ADDR, or behind TRACKER_PROXY_COUNT reverse proxies the address
+# they add to X-Forwarded-For (a header anyone can send is never believed on its own).
+TRACKER_PROXY_COUNT = env.integer("TRACKER_PROXY_COUNT", 0)
+if TRACKER_PROXY_COUNT:
+    AXES_IPWARE_PROXY_COUNT = TRACKER_PROXY_COUNT
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
+# Asking D1 from the pages (live refresh, lookup): at most this many a minute per user.
+TRACKER_LIVE_PER_MINUTE = env.integer("TRACKER_LIVE_PER_MINUTE", 20, minimum=1)
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("ja", _("Japanese"))]
@@ -204,22 +285,31 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    LANGUAGE_COOKIE_SECURE = True
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # stderr: commands print their results on stdout (card_status --json), logs stay apart.
+    # Card numbers are masked in whatever is logged (tracker/pan.py).
+    "filters": {"mask_pans": {"()": "tracker.pan.MaskPansFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stderr",
             "formatter": "plain",
+            "filters": ["mask_pans"],
         }
     },
     "root": {"handlers": ["console"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
     # httpx logs every request at INFO; tracker.d1.client logs each D1 call once, with more.
-    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
+    # axes.apps announces itself at every start, on the stderr of every command.
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},
+    },
 }
 
 # --- D1 (see docs/d1/REFERENCE.md and docs/settings.md) --------------------------------------
@@ -288,6 +378,12 @@ if D1_NOTIFY_TOKEN_TTL > 900:
     raise ImproperlyConfigured("D1_NOTIFY_TOKEN_TTL must be at most 900 seconds (15 minutes)")
 D1_NOTIFY_MAX_BODY_BYTES = env.integer("D1_NOTIFY_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 D1_NOTIFY_HMAC_HEADER = env.header_name("D1_NOTIFY_HMAC_HEADER", "X-D1-Signature")
+# Optional: when D1 sends this header (Unix seconds), the signature covers "<timestamp>.<body>"
+# and one older or newer than the tolerance (seconds) is refused.
+D1_NOTIFY_HMAC_TIMESTAMP_HEADER = env.header_name(
+    "D1_NOTIFY_HMAC_TIMESTAMP_HEADER", "X-D1-Signature-Timestamp"
+)
+D1_NOTIFY_HMAC_TOLERANCE = env.integer("D1_NOTIFY_HMAC_TOLERANCE", 300, minimum=1)
 # The current secret, and during a rotation the next one: both are accepted.
 D1_NOTIFY_HMAC_SECRETS = env.csv("D1_NOTIFY_HMAC_SECRETS")
 if D1_NOTIFY_AUTH == "hmac" and not D1_NOTIFY_HMAC_SECRETS:

@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from tracker import notifications
+from tracker import notifications, pan
 from tracker.d1.schema import CARD_ID, ISSUER_ID
 from tracker.views import health, pages, queue
 
@@ -20,9 +20,15 @@ class IssuerIdConverter:
 
 
 class CardIdConverter(IssuerIdConverter):
-    """D1's cardId: 1 to 48 of [A-Za-z0-9_-] (REFERENCE §1)."""
+    """D1's cardId: 1 to 48 of [A-Za-z0-9_-] (REFERENCE §1). A card number is never one: its
+    address is not found, before any view could audit it or ask D1 about it."""
 
     regex = CARD_ID.pattern
+
+    def to_python(self, value: str) -> str:
+        if pan.contains_pan(value):
+            raise ValueError("a card number is not a card ID")
+        return value
 
 
 register_converter(IssuerIdConverter, "issuer_id")

@@ -10,18 +10,65 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from tracker import pan
 from tracker.d1 import lifecycle, schema
 
 COUNT_CAP = 10_000
+
+
+def masking_form(form_class: type) -> type:
+    """The form class, with every text it cleans masked for card numbers (passwords aside)."""
+
+    class Masked(form_class):
+        def clean(self):
+            data = super().clean()
+            cleaned = self.cleaned_data if data is None else data
+            for name, value in cleaned.items():
+                if isinstance(value, str) and "password" not in name:
+                    cleaned[name] = pan.mask_pans(value)
+            return cleaned
+
+    Masked.__name__ = Masked.__qualname__ = form_class.__name__
+    return Masked
+
+
+_LARGEST_ID = 2**63 - 1
+
+
+class CheckedSelection:
+    """An action posted with ids that are not ids (typed by hand, a tampered form) is answered
+    with a message on the list, not a 500 from the database."""
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet, **kwargs):
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if self.model._meta.pk.get_internal_type() in ("AutoField", "BigAutoField") and not all(
+            value.isascii() and value.isdigit() and int(value) <= _LARGEST_ID for value in selected
+        ):
+            self.message_user(
+                request, _("The selection holds something that is not an id."), messages.ERROR
+            )
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset, **kwargs)
+
+
+class MaskPansInForms:
+    """No admin form stores a card number: each text field is masked as it is cleaned."""
+
+    def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
+        return masking_form(super().get_form(request, obj, change=change, **kwargs))
+
+    def get_changelist_form(self, request: HttpRequest, **kwargs):
+        return masking_form(super().get_changelist_form(request, **kwargs))
 
 
 class CappedPaginator(Paginator):
@@ -47,7 +94,7 @@ class _FixedOrderChangeList(ChangeList):
         return [*ordering, "-pk"] if "-pk" not in ordering else ordering
 
 
-class BoundedAdmin(admin.ModelAdmin):
+class BoundedAdmin(CheckedSelection, admin.ModelAdmin):
     """A list page with a bounded count, in a fixed order, and no unbounded "Show all"."""
 
     paginator = CappedPaginator

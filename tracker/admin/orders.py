@@ -27,11 +27,12 @@ from import_export.formats.base_formats import CSV
 from import_export.forms import ImportForm
 from import_export.tmp_storages import CacheStorage
 
-from tracker import corrections, queries, queue
+from tracker import corrections, pan, queries, queue
 from tracker.admin.common import (
     BoundedAdmin,
     ExactSearch,
     IssuerFilter,
+    MaskPansInForms,
     MutedFilter,
     NoAddOrDelete,
     SiteFilter,
@@ -133,6 +134,11 @@ class _ImportStorage(CacheStorage):
 
     CACHE_LIFETIME = 3600
 
+    def save(self, data) -> None:
+        # The file is read back from here for the preview and the import: masked once, it never
+        # holds a card number in the cache, the preview or the orders.
+        super().save(pan.mask_pans(data) if isinstance(data, str) else pan.mask_bytes(data))
+
 
 class OrdersImportForm(ImportForm):
     def clean_import_file(self):
@@ -147,7 +153,7 @@ class OrdersImportForm(ImportForm):
 
 
 @admin.register(CardOrder)
-class CardOrderAdmin(NoAddOrDelete, ExactSearch, ImportMixin, BoundedAdmin):
+class CardOrderAdmin(MaskPansInForms, NoAddOrDelete, ExactSearch, ImportMixin, BoundedAdmin):
     form = CardOrderForm
     list_display = [
         "card_id",

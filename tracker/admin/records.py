@@ -14,13 +14,22 @@ from django.utils.translation import gettext_lazy as _
 
 from tracker import tasks
 from tracker.admin.common import (
+    CheckedSelection,
     ExactSearch,
+    MaskPansInForms,
     NoAddOrDelete,
     ReadOnlyAdmin,
     flat_fields,
     pre_json,
 )
-from tracker.models import Acknowledgement, LookupAudit, Sweep, Threshold, TimelineEvent
+from tracker.models import (
+    Acknowledgement,
+    ExportAudit,
+    LookupAudit,
+    Sweep,
+    Threshold,
+    TimelineEvent,
+)
 
 
 class _ByCardSearch(ExactSearch):
@@ -73,7 +82,7 @@ class TimelineEventAdmin(_ByCardSearch, ReadOnlyAdmin):
 
 
 @admin.register(Threshold)
-class ThresholdAdmin(NoAddOrDelete, admin.ModelAdmin):
+class ThresholdAdmin(CheckedSelection, MaskPansInForms, NoAddOrDelete, admin.ModelAdmin):
     list_display = ["name", "hours", "updated_at"]
     list_editable = ["hours"]
     fields = ["name", "hours"]
@@ -106,6 +115,12 @@ class LookupAuditAdmin(ExactSearch, ReadOnlyAdmin):
         # lets the first index find a card without its issuer.
         by_card = queryset.filter(issuer_id__in=settings.D1_ISSUER_IDS, card_id=term)
         return by_card | queryset.filter(username=term)
+
+
+@admin.register(ExportAudit)
+class ExportAuditAdmin(ReadOnlyAdmin):
+    list_display = ["at", "username", "rows", "filters"]
+    ordering = ["-at"]
 
 
 @admin.register(Sweep)

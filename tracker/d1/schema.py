@@ -15,11 +15,15 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any, Literal, overload
 
+from tracker import pan
+
 _ID = re.compile(r"[A-Za-z0-9_-]+")
 # D1's identifiers (REFERENCE §1, §4), for whoever checks one before asking D1 or storing it.
 ISSUER_ID = re.compile(r"[A-Za-z0-9]{10}")
 CARD_ID = re.compile(r"[A-Za-z0-9_-]{1,48}")
 
+
+_IDENTIFIERS = ("cardId", "operationId")
 
 # D1's operation objects are four levels deep; anything far deeper is not one.
 MAX_DEPTH = 32
@@ -157,9 +161,15 @@ def parse_operations(items: list[Any]) -> Iterator[tuple[int, Operation | BadPay
 
 
 def parse_operation(obj: Any, where: str = "") -> Operation:
-    """One operation object; BadPayload names the first wrong field."""
+    """One operation object; BadPayload names the first wrong field. Card numbers anywhere in it
+    are masked (tracker/pan.py); one in an identifier makes the operation unusable."""
     reader = _Reader(obj, where)
     _refuse_unstorable(obj, where)
+    for key in _IDENTIFIERS:
+        if isinstance(obj.get(key), str) and pan.is_or_was_pan(obj[key]):
+            raise BadPayload(reader.path(key), "holds a card number, which is never stored")
+    obj = pan.mask_in_json(obj)
+    reader = _Reader(obj, where)
     details = obj.get("details") if isinstance(obj, dict) else None
     return Operation(
         operation_id=reader.identifier("operationId", 64),

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from tracker import queue
+from tracker import pan, queue
 from tracker.attention import Reason
 from tracker.d1 import lifecycle
 
@@ -99,6 +99,8 @@ class AcknowledgeForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        if data.get("note"):
+            data["note"] = pan.mask_pans(data["note"])
         if data.get("action") == "acknowledge" and not data.get("note"):
             self.add_error("note", _("Say why the order needs no further attention."))
         if data.get("action") == "snooze":

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from tracker import audit, live, queries, sla, stages
+from tracker import audit, limits, live, pan, queries, sla, stages
 from tracker.d1.client import (
     D1BreakerOpen,
     D1Error,
@@ -110,11 +110,17 @@ def _live_context(
 
 
 def _search_context(request: HtmxHttpRequest, q: str) -> dict[str, Any]:
-    found = queries.find_cards(q) if q else None
+    # Nothing stores a card number, so there is nothing to find: the number is neither searched,
+    # nor offered to D1, nor shown back in clear.
+    card_number = pan.contains_pan(q)
+    if card_number:
+        q = pan.mask_pans(q)
+    found = queries.find_cards(q) if q and not card_number else None
     # Where the live "Look up in D1" goes: a miss that D1 might still know.
     lookup_card_id = q if found and not found.hits and CARD_ID.fullmatch(q) else ""
     return {
         "q": q,
+        "card_number": card_number,
         "found": found,
         "search_limit": queries.SEARCH_LIMIT,
         "lookup_card_id": lookup_card_id,
@@ -122,6 +128,12 @@ def _search_context(request: HtmxHttpRequest, q: str) -> dict[str, Any]:
         "can_lookup": request.user.has_perm(REFRESH_LIVE),
         "lookup_timeout_ms": int((settings.D1_INTERACTIVE_BUDGET + _BROWSER_GRACE_SECONDS) * 1000),
     }
+
+
+def _served(issuer_id: str) -> None:
+    """A card of an issuer this deployment does not serve is not found, whoever asks."""
+    if issuer_id not in settings.D1_ISSUER_IDS:
+        raise Http404("issuer not served")
 
 
 def _card_url(issuer_id: str, card_id: str) -> str:
@@ -148,6 +160,7 @@ def search(request: HtmxHttpRequest) -> HttpResponse:
 @vary_on_headers("HX-Request")
 @require_GET
 def card_detail(request: HtmxHttpRequest, issuer_id: str, card_id: str) -> HttpResponse:
+    _served(issuer_id)
     # Checked here rather than by decorator so that refused attempts are audited too.
     if not request.user.has_perm(VIEW_CARDS):
         audit.record(
@@ -172,11 +185,14 @@ def card_detail(request: HtmxHttpRequest, issuer_id: str, card_id: str) -> HttpR
 # htmx sends from <body hx-headers> and the no-JavaScript form as a field.
 @require_POST
 def card_live(request: HtmxHttpRequest, issuer_id: str, card_id: str) -> HttpResponse:
+    _served(issuer_id)
     if not request.user.has_perms([VIEW_CARDS, REFRESH_LIVE]):
         audit.record(
             request.user, issuer_id, card_id, LookupAudit.Action.REFRESH, LookupAudit.Outcome.DENIED
         )
         raise PermissionDenied
+    if refused := limits.live_refused(request):
+        return refused
     asked = _ask_d1(issuer_id, card_id)
     audit.record(
         request.user, issuer_id, card_id, LookupAudit.Action.REFRESH, asked.outcome, asked.detail
@@ -197,13 +213,16 @@ def card_live(request: HtmxHttpRequest, issuer_id: str, card_id: str) -> HttpRes
 def d1_lookup(request: HtmxHttpRequest) -> HttpResponse:
     issuer_id = request.POST.get("issuer_id", "")
     card_id = request.POST.get("card_id", "").strip()
-    if issuer_id not in settings.D1_ISSUER_IDS or not CARD_ID.fullmatch(card_id):
-        return HttpResponseBadRequest("Unknown issuer or not a D1 card ID.")
+    _served(issuer_id)
+    if not CARD_ID.fullmatch(card_id) or pan.contains_pan(card_id):
+        return HttpResponseBadRequest("Not a D1 card ID.")
     if not request.user.has_perms([VIEW_CARDS, REFRESH_LIVE]):
         audit.record(
             request.user, issuer_id, card_id, LookupAudit.Action.LOOKUP, LookupAudit.Outcome.DENIED
         )
         raise PermissionDenied
+    if refused := limits.live_refused(request):
+        return refused
     asked = _ask_d1(issuer_id, card_id)
     audit.record(
         request.user, issuer_id, card_id, LookupAudit.Action.LOOKUP, asked.outcome, asked.detail

@@ -17,10 +17,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
-from tracker import attention, charts, stages
+from tracker import attention, charts, pan, stages
 from tracker import queue as work_queue
 from tracker.attention import Reason
-from tracker.models import CardOrder, RecheckBatch
+from tracker.models import CardOrder, ExportAudit, RecheckBatch
 from tracker.reconcile import sweep
 from tracker.templatetags.tracker import ago, local_minute
 from tracker.views import HtmxHttpRequest
@@ -108,13 +108,33 @@ class _Echo:
         return value
 
 
-def _csv_lines(orders: Iterator[CardOrder], now: datetime) -> Iterator[str]:
-    writer = csv.writer(_Echo())
+# A spreadsheet runs a cell that starts like a formula (CSV injection): such a cell is
+# exported with a leading quote, which spreadsheets show as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class _InertWriter:
+    def __init__(self) -> None:
+        self.writer = csv.writer(_Echo())
+
+    def writerow(self, row: list) -> str:
+        return self.writer.writerow([_inert(value) for value in row])
+
+
+def _csv_lines(orders: Iterator[CardOrder], now: datetime, audit: ExportAudit) -> Iterator[str]:
+    writer = _InertWriter()
     yield writer.writerow(
         ["issuer_id", "card_id", "stage", "reasons", "operation_status", "unrecognized_status",
          "due_date", "late_after", "last_event_at", "production_site", "carrier",
          "tracking_number", "shipment_status", "issuer_request_id", "muted_until"]
     )  # fmt: skip
+    rows = 0
     for order in orders:
         yield writer.writerow(
             [
@@ -135,6 +155,8 @@ def _csv_lines(orders: Iterator[CardOrder], now: datetime) -> Iterator[str]:
                 order.muted_until.isoformat() if order.muted_until else "",
             ]
         )
+        rows += 1
+    ExportAudit.objects.filter(pk=audit.pk).update(rows=rows)
 
 
 def _back_to_queue(request: HttpRequest) -> HttpResponse:
@@ -189,8 +211,13 @@ def queue_overview(request: HtmxHttpRequest) -> HttpResponse:
 def queue_export(request: HttpRequest) -> StreamingHttpResponse:
     filters = QueueFilterForm(request.GET).filters()
     now = timezone.now()
+    audit = ExportAudit.objects.create(
+        user=request.user,
+        username=request.user.get_username(),
+        filters=pan.mask_pans(urlencode(filters.as_query())),
+    )
     response = StreamingHttpResponse(
-        _csv_lines(work_queue.export_rows(filters, now), now),
+        _csv_lines(work_queue.export_rows(filters, now), now, audit),
         content_type="text/csv; charset=utf-8",
     )
     response["Content-Disposition"] = f'attachment; filename="stuck-orders-{now:%Y%m%d-%H%M}.csv"'
