@@ -289,14 +289,14 @@ def test_a_card_number_sent_through_every_door_is_found_nowhere(
     supervisor = staff(roles.SUPERVISORS, "super-sue")
     client.force_login(supervisor)
     order = make_order(card_id="crd-pan-ack", attention_since=timezone.now() - timedelta(hours=2))
-    url = reverse("tracker:stuck_acknowledge", args=[order.pk])
+    url = reverse("tracker:queue_acknowledge", args=[order.pk])
     assert (
         client.post(url, {"action": "acknowledge", "note": f"customer {VISA}"}).status_code == 302
     )
     until = (timezone.localdate() + timedelta(days=2)).isoformat()
     snooze = {"action": "snooze", "until": until, "note": f"again {AMEX}"}
     assert client.post(url, snooze).status_code == 302
-    export = client.get(reverse("tracker:stuck_export"), {"show": "all", "site": VISA})
+    export = client.get(reverse("tracker:queue_export"), {"show": "all", "site": VISA})
     assert _digits(VISA) not in b"".join(export.streaming_content).decode()
 
     # The admin site: a correction, a user, a group (its log too), a CSV import.

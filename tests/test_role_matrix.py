@@ -43,18 +43,18 @@ card_live:other_issuer                              302    404    404    404    
 d1_lookup                                           302    403    403    200    200    200    200
 d1_lookup#d1-lookup                                 200    403    403    200    200    200    200
 d1_lookup:other_issuer                              302    404    404    404    404    404    404
-stuck                                               302    403    403    403    200    200    200
-stuck#stuck-table                                   200    403    403    403    200    200    200
-stuck_glance                                        302    403    403    403    200    200    200
-stuck_glance#stuck-glance                           200    403    403    403    200    200    200
-stuck_export                                        302    403    403    403    200    200    200
-stuck_recheck                                       302    403    403    403    302    302    302
+queue                                               302    403    403    403    200    200    200
+queue#queue-table                                   200    403    403    403    200    200    200
+queue_overview                                      302    403    403    403    200    200    200
+queue_overview#queue-overview                       200    403    403    403    200    200    200
+queue_export                                        302    403    403    403    200    200    200
+queue_recheck                                       302    403    403    403    302    302    302
 recheck_progress                                    302    403    403    403    200    200    200
 recheck_progress#recheck-progress                   200    403    403    403    200    200    200
-stuck_timeline#row-detail                           200    403    403    403    200    200    200
-stuck_acknowledge                                   302    403    403    403    200    200    200
-stuck_acknowledge#acknowledge-form                  200    403    403    403    200    200    200
-stuck_acknowledge:post                              302    403    403    403    302    302    302
+queue_timeline#row-detail                           200    403    403    403    200    200    200
+queue_acknowledge                                   302    403    403    403    200    200    200
+queue_acknowledge#acknowledge-form                  200    403    403    403    200    200    200
+queue_acknowledge:post                              302    403    403    403    302    302    302
 delivery                                            302    403    403    403    200    200    200
 healthz                                             200    200    200    200    200    200    200
 d1_notifications                                    401    401    401    401    401    401    401
@@ -155,15 +155,17 @@ REQUESTS: dict[str, Ask] = {
     "d1_lookup:other_issuer": Ask(
         "POST", lambda w: reverse("tracker:d1_lookup"), {"card_id": "crd-x", "issuer_id": OTHER}
     ),
-    "stuck": Ask("GET", lambda w: reverse("tracker:stuck")),
-    "stuck#stuck-table": Ask(
-        "GET", lambda w: reverse("tracker:stuck"), headers={**HX, "HX-Target": "stuck-table"}
+    "queue": Ask("GET", lambda w: reverse("tracker:queue")),
+    "queue#queue-table": Ask(
+        "GET", lambda w: reverse("tracker:queue"), headers={**HX, "HX-Target": "queue-table"}
     ),
-    "stuck_glance": Ask("GET", lambda w: reverse("tracker:stuck_glance")),
-    "stuck_glance#stuck-glance": Ask("GET", lambda w: reverse("tracker:stuck_glance"), headers=HX),
-    "stuck_export": Ask("GET", lambda w: reverse("tracker:stuck_export")),
-    "stuck_recheck": Ask(
-        "POST", lambda w: reverse("tracker:stuck_recheck"), {"order": "__order__"}
+    "queue_overview": Ask("GET", lambda w: reverse("tracker:queue_overview")),
+    "queue_overview#queue-overview": Ask(
+        "GET", lambda w: reverse("tracker:queue_overview"), headers=HX
+    ),
+    "queue_export": Ask("GET", lambda w: reverse("tracker:queue_export")),
+    "queue_recheck": Ask(
+        "POST", lambda w: reverse("tracker:queue_recheck"), {"order": "__order__"}
     ),
     "recheck_progress": Ask(
         "GET", lambda w: reverse("tracker:recheck_progress", args=[w.batch_id])
@@ -171,11 +173,11 @@ REQUESTS: dict[str, Ask] = {
     "recheck_progress#recheck-progress": Ask(
         "GET", lambda w: reverse("tracker:recheck_progress", args=[w.batch_id]), headers=HX
     ),
-    "stuck_timeline#row-detail": Ask("GET", _order("stuck_timeline"), headers=HX),
-    "stuck_acknowledge": Ask("GET", _order("stuck_acknowledge")),
-    "stuck_acknowledge#acknowledge-form": Ask("GET", _order("stuck_acknowledge"), headers=HX),
-    "stuck_acknowledge:post": Ask(
-        "POST", _order("stuck_acknowledge"), {"action": "acknowledge", "note": "seen"}
+    "queue_timeline#row-detail": Ask("GET", _order("queue_timeline"), headers=HX),
+    "queue_acknowledge": Ask("GET", _order("queue_acknowledge")),
+    "queue_acknowledge#acknowledge-form": Ask("GET", _order("queue_acknowledge"), headers=HX),
+    "queue_acknowledge:post": Ask(
+        "POST", _order("queue_acknowledge"), {"action": "acknowledge", "note": "seen"}
     ),
     "delivery": Ask("GET", lambda w: reverse("tracker:delivery")),
     "healthz": Ask("GET", lambda w: reverse("tracker:healthz")),

@@ -137,7 +137,7 @@ def _hour_ago():
 
 
 def _export(client: Client, query: str = "show=all") -> list[list[str]]:
-    response = client.get(reverse("tracker:stuck_export") + "?" + query)
+    response = client.get(reverse("tracker:queue_export") + "?" + query)
     assert response.status_code == 200
     assert response["Cache-Control"] == "private, no-store"
     text = b"".join(response.streaming_content).decode()
