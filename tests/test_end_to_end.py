@@ -8,7 +8,7 @@ import pytest
 
 from tests.sandbox_fixtures import ISSUER, card
 from tracker.d1 import lifecycle
-from tracker.models import CardOrder, InboxItem, Source, TimelineEvent, Verdict
+from tracker.models import CardOrder, InboxItem, Outcome, Source, TimelineEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,7 +53,7 @@ def test_the_sandbox_pushes_whole_lifecycles_into_a_live_server_and_tracker_ends
         assert order.operation_id == current["operationId"]
         statuses = set(order.events.values_list("status", flat=True))
         assert statuses == set(lifecycle.PROGRESS)  # every stage once, however it arrived
-    assert TimelineEvent.objects.filter(verdict=Verdict.STALE).exists()
+    assert TimelineEvent.objects.filter(verdict=Outcome.STALE).exists()
 
     # Then the carrier's updates. Within CARD_SHIPPED D1 sends no time to order them by, so
     # the last one received wins (REFERENCE §4): they come in order here, still partly twice.

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from tests.conftest import ISSUER, example, staff
+from tests.conftest import ISSUER, example, staff, stored_item
 from tracker import inbox, roles
 from tracker.models import CardOrder, InboxItem, Source, TimelineEvent
 
@@ -15,9 +15,10 @@ CHANGELIST = reverse("admin:tracker_inboxitem_changelist")
 
 
 def stored(body: bytes, *, processed: bool = True) -> InboxItem:
-    item = inbox.store(ISSUER, body, {"content-type": "application/json"})
+    item = stored_item(ISSUER, body, {"content-type": "application/json"})
     if processed:
-        inbox.process(item)
+        inbox.process(item.pk)
+        item.refresh_from_db()
     return item
 
 

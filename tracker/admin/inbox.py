@@ -21,7 +21,7 @@ from tracker.admin.common import (
     pretty_body,
     pretty_json,
 )
-from tracker.models import InboxItem
+from tracker.models import InboxItem, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -118,4 +118,4 @@ def _replay_message(done: int, verdicts: Counter, rejected: int) -> str:
 
 
 def _level(verdicts: Counter, rejected: int) -> int:
-    return messages.WARNING if rejected or verdicts[inbox.QUARANTINED] else messages.SUCCESS
+    return messages.WARNING if rejected or verdicts[Outcome.QUARANTINED] else messages.SUCCESS
