@@ -41,8 +41,10 @@ def apply_pending(limit: int | None = None) -> int:
     leave every body pending.
     """
     limit = limit or settings.TRACKER_APPLY_BATCH
+    # Its own transaction, or a savepoint inside a caller's: a failed batch leaves nothing.
+    nested = transaction.get_connection().in_atomic_block
     try:
-        return transactions.retried(lambda: _apply_batch(limit, None))
+        return transactions.retried(lambda: _apply_batch(limit, None, nested))
     except _TRANSIENT:
         raise
     except Exception:  # noqa: BLE001 - bodies are tried one by one below
@@ -50,7 +52,7 @@ def apply_pending(limit: int | None = None) -> int:
     taken = 0
     for pk in _pending_ids(limit):
         try:
-            taken += transactions.retried(lambda pk=pk: _apply_batch(1, pk))
+            taken += transactions.retried(lambda pk=pk: _apply_batch(1, pk, nested))
         except _TRANSIENT:
             raise
         except Exception as e:  # noqa: BLE001 - recorded on the body, the others go on
@@ -77,7 +79,12 @@ def _pending_ids(limit: int) -> list[int]:
     return list(pending.values_list("pk", flat=True)[:limit])
 
 
-def _apply_batch(limit: int, pk: int | None) -> int:
+def _apply_batch(limit: int, pk: int | None, nested: bool) -> int:
+    with transaction.atomic(savepoint=nested):
+        return _apply_locked(limit, pk)
+
+
+def _apply_locked(limit: int, pk: int | None) -> int:
     pending = InboxItem.objects.filter(outcome=_PENDING)
     if pk is not None:
         pending = pending.filter(pk=pk)
