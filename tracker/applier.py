@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +45,7 @@ def apply_pending(limit: int | None = None) -> int:
     # Its own transaction, or a savepoint inside a caller's: a failed batch leaves nothing.
     nested = transaction.get_connection().in_atomic_block
     try:
-        return transactions.retried(lambda: _apply_batch(limit, None, nested))
+        return transactions.retried(partial(_apply_batch, limit, None, nested))
     except _TRANSIENT:
         raise
     except Exception:  # noqa: BLE001 - bodies are tried one by one below
@@ -52,7 +53,7 @@ def apply_pending(limit: int | None = None) -> int:
     taken = 0
     for pk in _pending_ids(limit):
         try:
-            taken += transactions.retried(lambda pk=pk: _apply_batch(1, pk, nested))
+            taken += transactions.retried(partial(_apply_batch, 1, pk, nested))
         except _TRANSIENT:
             raise
         except Exception as e:  # noqa: BLE001 - recorded on the body, the others go on

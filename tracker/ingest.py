@@ -392,11 +392,18 @@ def _take_shipment(order: CardOrder, shipment: Shipment, received_at: datetime) 
 
 def _attributes(op: Operation) -> dict[str, str | None]:
     details = op.details
+    if details is None:
+        return {
+            "issuer_request_id": op.issuer_request_id,
+            "input_file_name": op.input_file_name,
+            "production_site": None,
+            "tracking_type": None,
+        }
     return {
-        "issuer_request_id": op.issuer_request_id or (details and details.issuer_request_id),
-        "input_file_name": op.input_file_name or (details and details.input_file_name),
-        "production_site": details and details.production_site,
-        "tracking_type": details and details.tracking_type,
+        "issuer_request_id": op.issuer_request_id or details.issuer_request_id,
+        "input_file_name": op.input_file_name or details.input_file_name,
+        "production_site": details.production_site,
+        "tracking_type": details.tracking_type,
     }
 
 
