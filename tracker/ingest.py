@@ -122,13 +122,11 @@ def _apply_locked(
     keys = sorted({(d.issuer_id, d.operation.card_id) for d in tracked})
     first_seen = min((d.received_at for d in tracked), default=timezone.now())
     orders = _lock_orders(keys, first_seen)
-    # A single order (most live refreshes) is written back column by column: remember it as read.
-    (single,) = orders.values() if len(orders) == 1 else (None,)
-    loaded = {f: getattr(single, f) for f in _SAVED_FIELDS} if single else {}
+    # Only the columns that changed are written back: remember the orders as read.
+    loaded = {key: [getattr(o, f) for f in _SAVED_FIELDS] for key, o in orders.items()}
     seen = _known_keys(orders.values(), {_dedup_key(d.operation) for d in tracked})
     results: list[Result] = []
     events: list[TimelineEvent] = []
-    dirty: dict[int, CardOrder] = {}
     limits = attention.thresholds()
     live = source in _LIVE_SOURCES
     for delivery in deliveries:
@@ -137,7 +135,6 @@ def _apply_locked(
             results.append(Result(Outcome.IGNORED, None, False))
             continue
         order = orders[(delivery.issuer_id, op.card_id)]
-        dirty[order.pk] = order
         if checked_live:
             order.last_checked_at, order.unknown_to_d1 = received_at, False
         key = _dedup_key(op)
@@ -163,12 +160,7 @@ def _apply_locked(
         attention.update(order, limits)
         results.append(Result(Outcome.DUPLICATE if duplicate else verdict, order.pk, changed))
     TimelineEvent.objects.bulk_create(events, batch_size=_batch_size(len(_EVENT_FIELDS)))
-    if single:
-        changed_fields = [f for f in _SAVED_FIELDS if getattr(single, f) != loaded[f]]
-        if changed_fields:
-            single.save(update_fields=changed_fields)
-    elif dirty:
-        _write_back(list(dirty.values()))
+    _write_back(orders, loaded)
     return results
 
 
@@ -176,20 +168,65 @@ def _batch_size(columns: int) -> int:
     return max(1, _MAX_PARAMETERS // columns)
 
 
-def _write_back(orders: list[CardOrder]) -> None:
-    # The rows exist and are locked, so this upsert only ever updates: one statement, built in
-    # linear time. bulk_update() would build a CASE WHEN per field and row (3,500 expressions,
-    # about half a second, for 50 cards; a 50-operation body has 16 ms).
-    CardOrder.objects.bulk_create(
-        orders,
-        update_conflicts=True,
-        unique_fields=["id"],
-        update_fields=_SAVED_FIELDS,
-        batch_size=_batch_size(len(_ORDER_COLUMNS) + 1),
-    )
+def _write_back(
+    orders: dict[tuple[str, str], CardOrder], loaded: dict[tuple[str, str], list[Any]]
+) -> None:
+    """Write back the columns that changed, for the orders that changed, in one statement."""
+    changed: dict[str, None] = {}
+    dirty: list[CardOrder] = []
+    for key, order in orders.items():
+        fields = [
+            f
+            for f, before in zip(_SAVED_FIELDS, loaded[key], strict=True)
+            if getattr(order, f) != before
+        ]
+        if fields:
+            dirty.append(order)
+            changed.update(dict.fromkeys(fields))
+    if len(dirty) == 1:
+        dirty[0].save(update_fields=list(changed))
+    elif dirty and connection.vendor == "postgresql":
+        _update_from_values(dirty, list(changed))
+    elif dirty:
+        # The rows exist and are locked, so this upsert only ever updates; bulk_update() would
+        # build a CASE WHEN per field and row.
+        CardOrder.objects.bulk_create(
+            dirty,
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=list(changed),
+            batch_size=_batch_size(len(_ORDER_COLUMNS) + 1),
+        )
+
+
+def _update_from_values(orders: list[CardOrder], names: list[str]) -> None:
+    # UPDATE … FROM unnest(one array per column): just the changed columns, a parameter per
+    # column however many orders, built in linear time.
+    quote = connection.ops.quote_name
+    fields = [_SAVED_COLUMNS[name] for name in names]
+    assignments = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in fields)
+    aliases = ", ".join(quote(f.column) for f in fields)
+    arrays = ", ".join(f"%s::{_array_type(f)}[]" for f in fields)
+    columns: list[list[Any]] = [[order.pk for order in orders]]
+    for f in fields:
+        columns.append([f.get_db_prep_save(getattr(o, f.attname), connection) for o in orders])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(CardOrder._meta.db_table)} AS o SET {assignments}"
+            f" FROM unnest(%s::bigint[], {arrays}) AS v(id, {aliases}) WHERE o.id = v.id",
+            columns,
+        )
+
+
+def _array_type(field: Any) -> str:
+    # An array of varchar(n) is written varchar(n)[]; "timestamp with time zone" likewise.
+    return str(field.db_type(connection))
 
 
 _ORDER_COLUMNS = [field for field in CardOrder._meta.concrete_fields if field.name != "id"]
+_ISSUER_AT = [field.name for field in _ORDER_COLUMNS].index("issuer_id")
+_CARD_AT = [field.name for field in _ORDER_COLUMNS].index("card_id")
+_SAVED_COLUMNS = {field.name: field for field in _ORDER_COLUMNS if field.name in _SAVED_FIELDS}
 _EVENT_FIELDS = [field for field in TimelineEvent._meta.concrete_fields if field.name != "id"]
 
 
@@ -204,6 +241,42 @@ def _lock_orders(
     """
     if not keys:
         return {}
+    # A new order's row is the same for every card but its key: prepared once per call.
+    template = _new_order_row("", "", first_seen)
+    if connection.vendor == "postgresql":
+        _lock_by_arrays(keys, template)
+    else:
+        _lock_by_values(keys, template)
+    by_issuer: dict[str, list[str]] = {}
+    for issuer_id, card_id in keys:
+        by_issuer.setdefault(issuer_id, []).append(card_id)
+    wanted = Q()
+    for issuer_id, card_ids in by_issuer.items():
+        wanted |= Q(issuer_id=issuer_id, card_id__in=card_ids)
+    return {(o.issuer_id, o.card_id): o for o in CardOrder.objects.filter(wanted)}
+
+
+def _lock_by_arrays(keys: list[tuple[str, str]], template: list[Any]) -> None:
+    # The keys as two arrays and the constant columns once: a statement of a few parameters
+    # however many cards, taken in the order of the arrays (WITH ORDINALITY … ORDER BY).
+    quote = connection.ops.quote_name
+    others = [(f, v) for i, (f, v) in enumerate(zip(_ORDER_COLUMNS, template, strict=True))
+              if i not in (_ISSUER_AT, _CARD_AT)]  # fmt: skip
+    columns = ", ".join(quote(f.column) for f, _ in others)
+    values = ", ".join(f"%s::{f.db_type(connection)}" for f, _ in others)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(CardOrder._meta.db_table)} (issuer_id, card_id, {columns})"
+            f" SELECT k.issuer_id, k.card_id, {values}"
+            " FROM unnest(%s::varchar[], %s::varchar[]) WITH ORDINALITY AS k(issuer_id, card_id, n)"
+            " ORDER BY k.n"
+            ' ON CONFLICT ("issuer_id", "card_id") DO UPDATE SET "card_id" = EXCLUDED."card_id"'
+            " WHERE 1 = 0",
+            [*(v for _, v in others), [k[0] for k in keys], [k[1] for k in keys]],
+        )
+
+
+def _lock_by_values(keys: list[tuple[str, str]], template: list[Any]) -> None:
     columns = ", ".join(connection.ops.quote_name(field.column) for field in _ORDER_COLUMNS)
     row = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
     table = connection.ops.quote_name(CardOrder._meta.db_table)
@@ -213,20 +286,14 @@ def _lock_orders(
             chunk = keys[start : start + size]
             params: list[Any] = []
             for issuer_id, card_id in chunk:
-                params += _new_order_row(issuer_id, card_id, first_seen)
+                template[_ISSUER_AT], template[_CARD_AT] = issuer_id, card_id
+                params += template
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))}"
                 ' ON CONFLICT ("issuer_id", "card_id") DO UPDATE SET "card_id" = EXCLUDED."card_id"'
                 " WHERE 1 = 0",
                 params,
             )
-    by_issuer: dict[str, list[str]] = {}
-    for issuer_id, card_id in keys:
-        by_issuer.setdefault(issuer_id, []).append(card_id)
-    wanted = Q()
-    for issuer_id, card_ids in by_issuer.items():
-        wanted |= Q(issuer_id=issuer_id, card_id__in=card_ids)
-    return {(o.issuer_id, o.card_id): o for o in CardOrder.objects.filter(wanted)}
 
 
 def _new_order_row(issuer_id: str, card_id: str, first_seen: datetime) -> list[Any]:

@@ -360,7 +360,7 @@ TRACKER_APPLY_INLINE = env.boolean(
 )
 # Bodies one applier transaction takes at most, and how long an idle applier waits for a
 # PostgreSQL NOTIFY before it looks at the inbox anyway.
-TRACKER_APPLY_BATCH = env.integer("TRACKER_APPLY_BATCH", 200, minimum=1)
+TRACKER_APPLY_BATCH = env.integer("TRACKER_APPLY_BATCH", 100, minimum=1)
 TRACKER_APPLY_POLL = env.duration("TRACKER_APPLY_POLL", "1s")
 # Apply lag (age of the oldest body not applied yet) past which /healthz says not ready.
 TRACKER_APPLY_LAG_LIMIT = env.duration("TRACKER_APPLY_LAG_LIMIT", "60s")
