@@ -2,6 +2,7 @@
 
 import logging
 from collections import Counter
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db import InterfaceError, OperationalError
@@ -29,6 +30,22 @@ logger = logging.getLogger(__name__)
 _REPLAY_LIMIT = 500
 
 
+class OperationOutcomeFilter(admin.SimpleListFilter):
+    """Bodies with at least one operation of an outcome (the one Outcome vocabulary)."""
+
+    title = _("operations")
+    parameter_name = "operations"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(outcome.value, str(outcome.label)) for outcome in Outcome]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[InboxItem]) -> QuerySet[InboxItem]:
+        value = self.value()
+        if value not in Outcome.values:
+            return queryset
+        return queryset.filter(**{f"{value}__gt": 0})
+
+
 @admin.register(InboxItem)
 class InboxItemAdmin(NoAddOrDelete, BoundedAdmin):
     list_display = [
@@ -41,7 +58,7 @@ class InboxItemAdmin(NoAddOrDelete, BoundedAdmin):
         "unrecognized",
         "quarantined",
     ]
-    list_filter = ["outcome", IssuerFilter]
+    list_filter = ["outcome", OperationOutcomeFilter, IssuerFilter]
 
     actions = ["replay"]
     fields = [
