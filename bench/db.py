@@ -34,9 +34,12 @@ def _conninfo(url: str) -> str:
 def ensure_database(url: str) -> bool:
     """Create the database if it does not exist; True if created. Never drops anything."""
     name = name_of(url)
-    if not name.startswith("tracker_bench"):
+    # A prefix (`<word>_tracker_bench…`) lets several checkouts bench on one server side by side.
+    if not name.split("_", 1)[-1].startswith("tracker_bench") and not name.startswith(
+        "tracker_bench"
+    ):
         # The harness truncates what it generates: refuse anyone else's database.
-        raise ValueError(f"bench databases are named tracker_bench*, not {name!r}")
+        raise ValueError(f"bench databases are named [prefix_]tracker_bench*, not {name!r}")
     maintenance = urlunsplit(urlsplit(url)._replace(path="/postgres"))
     with connect(maintenance) as conn:
         found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()

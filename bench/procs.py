@@ -203,7 +203,7 @@ def start_web(
     workers: int | None = None,
     extra_env: Mapping[str, str] | None = None,
 ) -> Web:
-    """Start gunicorn (sync workers, as deployed) and wait until /healthz answers."""
+    """Start gunicorn (gthread workers, as deployed) and wait until /healthz answers."""
     if not ctx.static_collected:
         # DJANGO_DEBUG=0 serves hashed names from the manifest, which collectstatic writes.
         subprocess.run(
@@ -221,7 +221,7 @@ def start_web(
     access_log.write_bytes(b"")
     argv = [
         ctx.python, "-m", "gunicorn", "tracker.wsgi:application",
-        "--workers", str(workers), "--worker-class", "sync",
+        "--workers", str(workers), "--worker-class", "gthread", "--threads", str(WEB_THREADS),
         "--bind", f"{HOST}:{port}", "--no-control-socket",
         "--access-logfile", str(access_log), "--access-logformat", ACCESS_FORMAT,
         "--log-level", "warning", "--timeout", "300", "--graceful-timeout", "5",
@@ -239,6 +239,28 @@ def start_web(
 
 
 PROFILE_CONFIG = "bench.gunicorn_profile"
+# Threads per gunicorn worker: a live refresh waiting on a slow D1 holds a thread, not a worker,
+# so the notification endpoint always finds one free.
+WEB_THREADS = 8
+
+
+def start_appliers(
+    ctx: Context, processes: Processes, count: int, database_url: str, first: int = 0
+) -> list[subprocess.Popen]:
+    """`count` notification appliers (`manage.py apply_notifications`)."""
+    env = ctx.env(database_url, "http://127.0.0.1:9")  # appliers never call D1
+    argv = [ctx.python, "manage.py", "apply_notifications"]
+    return [
+        processes.start(argv, env, ctx.base_dir, ctx.out_dir / "logs" / f"applier-{n}.log")
+        for n in range(first, first + count)
+    ]
+
+
+def kill(child: subprocess.Popen) -> None:
+    """SIGKILL a child (and its group): no clean-up, as a crash or an OOM kill would."""
+    if child.poll() is None:
+        _signal_group(child, signal.SIGKILL)
+        child.wait(15)
 
 
 def _healthy(web: Web) -> bool:

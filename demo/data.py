@@ -16,7 +16,7 @@ from django.utils import timezone
 from tracker import attention, ingest, roles
 from tracker.d1 import lifecycle
 from tracker.d1.schema import parse_operation
-from tracker.models import CardOrder, Source, TimelineEvent, Verdict
+from tracker.models import CardOrder, Outcome, Source, TimelineEvent
 
 DEMO_USERS = (
     # username, password, group, staff (admin site access)
@@ -206,7 +206,7 @@ def sandbox_cards(issuer_id: str) -> list[dict]:
     events = (
         TimelineEvent.objects.filter(
             order__issuer_id=issuer_id,
-            verdict__in=(Verdict.APPLIED, Verdict.UNRECOGNIZED),
+            verdict__in=(Outcome.APPLIED, Outcome.UNRECOGNIZED),
             raw__isnull=False,
         )
         .order_by("order_id", "received_at", "id")

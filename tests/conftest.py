@@ -53,6 +53,31 @@ def op(stage: str | None = "CARD_PROD_REQUESTED", **overrides: Any) -> Operation
     return parse_operation(make_operation(stage, **overrides))
 
 
+def delivered(operations: list[Operation], issuer_id: str = ISSUER) -> list[Any]:
+    """The operations as ingest.apply_many takes them, received now."""
+    from django.utils import timezone
+
+    from tracker import ingest
+
+    now = timezone.now()
+    return [ingest.Delivery(issuer_id, operation, now) for operation in operations]
+
+
+def stored_item(issuer_id: str, body: bytes, headers: dict[str, str] | None = None):
+    """A body stored in the inbox as the endpoint stores it, not applied yet."""
+    from tracker import inbox
+    from tracker.models import InboxItem
+
+    return InboxItem.objects.get(pk=inbox.store(issuer_id, body, headers or {}))
+
+
+def drain() -> int:
+    """Run the applier until the inbox has nothing pending, as `apply_notifications` would."""
+    from tracker import applier
+
+    return applier.drain()
+
+
 def body_operations(body: bytes) -> list[Operation]:
     return [parse_operation(item) for item in parse_body(body)]
 

@@ -6,9 +6,10 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import drain
 from tests.sandbox_fixtures import ISSUER, card
 from tracker.d1 import lifecycle
-from tracker.models import CardOrder, InboxItem, Source, TimelineEvent, Verdict
+from tracker.models import CardOrder, InboxItem, Outcome, Source, TimelineEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,6 +39,7 @@ def test_the_sandbox_pushes_whole_lifecycles_into_a_live_server_and_tracker_ends
     for card_id in CARDS:
         d1.advance_card(ISSUER, card_id, to=lifecycle.CARD_SHIPPED)
     assert d1.flush(timeout=20)["pending"] == 0
+    drain()  # answered 204, then applied by the applier
 
     arrivals = delivered(d1)
     ranks = {
@@ -53,7 +55,7 @@ def test_the_sandbox_pushes_whole_lifecycles_into_a_live_server_and_tracker_ends
         assert order.operation_id == current["operationId"]
         statuses = set(order.events.values_list("status", flat=True))
         assert statuses == set(lifecycle.PROGRESS)  # every stage once, however it arrived
-    assert TimelineEvent.objects.filter(verdict=Verdict.STALE).exists()
+    assert TimelineEvent.objects.filter(verdict=Outcome.STALE).exists()
 
     # Then the carrier's updates. Within CARD_SHIPPED D1 sends no time to order them by, so
     # the last one received wins (REFERENCE §4): they come in order here, still partly twice.
@@ -61,6 +63,7 @@ def test_the_sandbox_pushes_whole_lifecycles_into_a_live_server_and_tracker_ends
     for card_id in CARDS:
         d1.advance_card(ISSUER, card_id)
     assert d1.flush(timeout=20)["pending"] == 0
+    drain()  # answered 204, then applied by the applier
 
     for card_id in CARDS:
         order = CardOrder.objects.get(issuer_id=ISSUER, card_id=card_id)

@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from tests.conftest import ISSUER, NOTIFY_URL, TOKEN_URL, basic, example, staff
+from tests.conftest import ISSUER, NOTIFY_URL, TOKEN_URL, basic, example, staff, stored_item
 from tracker import inbox, queries, roles
 from tracker.d1 import breaker
 from tracker.models import AuthFailureCount, InboxItem
@@ -21,8 +21,9 @@ OTHER_ISSUER = "ISS0000002"
 
 def deliver(body: dict | bytes, issuer_id: str = ISSUER) -> InboxItem:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    item = inbox.store(issuer_id, raw, {})
-    inbox.process(item)
+    item = stored_item(issuer_id, raw)
+    inbox.process(item.pk)
+    item.refresh_from_db()
     return item
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from tests.conftest import ISSUER, example, staff
+from tests.conftest import ISSUER, example, staff, stored_item
 from tracker import inbox, roles
 from tracker.models import CardOrder, InboxItem, Source, TimelineEvent
 
@@ -15,9 +15,10 @@ CHANGELIST = reverse("admin:tracker_inboxitem_changelist")
 
 
 def stored(body: bytes, *, processed: bool = True) -> InboxItem:
-    item = inbox.store(ISSUER, body, {"content-type": "application/json"})
+    item = stored_item(ISSUER, body, {"content-type": "application/json"})
     if processed:
-        inbox.process(item)
+        inbox.process(item.pk)
+        item.refresh_from_db()
     return item
 
 
@@ -100,3 +101,18 @@ def test_supervisors_see_the_inbox_read_only_and_cannot_replay(client):
     assert detail.status_code == 200 and b'name="_save"' not in detail.content
     replay(client, item)
     assert not TimelineEvent.objects.exists() and not CardOrder.objects.exists()
+
+
+def test_the_inbox_filters_bodies_by_the_outcome_of_their_operations(client):
+    stored(json.dumps(example("10")).encode())
+    quarantined = example("10")
+    quarantined["operations"][0]["cardId"] = "bad card id!"
+    bad = stored(json.dumps(quarantined).encode())
+    client.force_login(staff(roles.ADMINISTRATORS))
+    page = client.get(CHANGELIST, {"operations": "quarantined"})
+    assert [item.pk for item in page.context["cl"].result_list] == [bad.pk]
+    # The same items again: duplicates, while the first body applied them.
+    applied = client.get(CHANGELIST, {"operations": "applied"}).context["cl"].result_list
+    assert [item.pk for item in applied] != [bad.pk] and len(applied) == 1
+    duplicates = client.get(CHANGELIST, {"operations": "duplicate"}).context["cl"].result_list
+    assert [item.pk for item in duplicates] == [bad.pk]

@@ -9,10 +9,10 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ISSUER, example, example_operations, op
+from tests.conftest import ISSUER, delivered, example, example_operations, op, stored_item
 from tracker import inbox, ingest
 from tracker.d1.schema import Operation, parse_operation
-from tracker.models import CardOrder, InboxItem, Source, TimelineEvent, Verdict
+from tracker.models import CardOrder, InboxItem, Outcome, Source, TimelineEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ CARD = "crd-ev-2025-000731"
 
 
 def apply_example(name: str, source: Source = Source.NOTIFICATION) -> list[ingest.Result]:
-    return ingest.apply_many(ISSUER, example_operations(name), source)
+    return ingest.apply_many(delivered(example_operations(name)), source)
 
 
 def order(card_id: str = CARD) -> CardOrder:
@@ -86,7 +86,7 @@ def test_the_shared_examples_in_order_give_the_states_their_readme_describes():
     assert order("crd-br-2025-110187").carrier == "dhl"
 
     [unknown] = apply_example("11")
-    assert unknown.verdict == Verdict.UNRECOGNIZED
+    assert unknown.verdict == Outcome.UNRECOGNIZED
     flagged = order()
     assert (flagged.stage, flagged.unrecognized_status) == (
         "CARD_SHIPPED",
@@ -129,7 +129,7 @@ def test_a_duplicate_is_counted_and_changes_nothing_else():
     )
     result = ingest.apply(ISSUER, parse_operation(reordered), Source.NOTIFICATION)
     after = order()
-    assert result.verdict == ingest.DUPLICATE and not result.changed
+    assert result.verdict == ingest.Outcome.DUPLICATE and not result.changed
     assert after.duplicates_received == 1
     assert after.events.count() == 1
     assert after.last_event_at == before.last_event_at
@@ -138,9 +138,9 @@ def test_a_duplicate_is_counted_and_changes_nothing_else():
 def test_a_late_lower_ranked_event_is_kept_as_stale_and_the_stage_never_moves_back():
     apply_example("06")
     [result] = apply_example("04")
-    assert result.verdict == Verdict.STALE and not result.changed
+    assert result.verdict == Outcome.STALE and not result.changed
     assert order().stage == "CARD_PROD_DONE"
-    assert order().events.filter(verdict=Verdict.STALE, status="CARD_PROD_READY").exists()
+    assert order().events.filter(verdict=Outcome.STALE, status="CARD_PROD_READY").exists()
 
 
 def test_a_stale_event_fills_in_what_the_order_lacks_but_overwrites_nothing():
@@ -171,14 +171,14 @@ def test_an_exception_after_shipment_is_a_conflict_that_keeps_the_first_terminal
     )
     result = ingest.apply(ISSUER, exception, Source.NOTIFICATION)
     conflicted = order()
-    assert result.verdict == Verdict.CONFLICT and result.changed
+    assert result.verdict == Outcome.CONFLICT and result.changed
     assert (conflicted.stage, conflicted.conflict) == ("CARD_SHIPPED", True)
 
 
 def test_a_shipment_after_a_cancellation_is_a_conflict():
     ingest.apply(ISSUER, op("CARD_PROD_CANCELED", status="FAILED"), Source.NOTIFICATION)
     result = ingest.apply(ISSUER, op("CARD_SHIPPED", status="SUCCESSFUL"), Source.NOTIFICATION)
-    assert result.verdict == Verdict.CONFLICT
+    assert result.verdict == Outcome.CONFLICT
     assert (CardOrder.objects.get().stage, CardOrder.objects.get().conflict) == (
         "CARD_PROD_CANCELED",
         True,
@@ -189,13 +189,13 @@ def test_an_unknown_status_is_stored_flagged_and_cleared_by_a_later_known_one():
     ingest.apply(ISSUER, op("CARD_PROD_ONGOING"), Source.NOTIFICATION)
     held = ingest.apply(ISSUER, op("CARD_PROD_ON_HOLD"), Source.NOTIFICATION)
     flagged = CardOrder.objects.get()
-    assert held.verdict == Verdict.UNRECOGNIZED and held.changed
+    assert held.verdict == Outcome.UNRECOGNIZED and held.changed
     assert (flagged.stage, flagged.unrecognized_status) == (
         "CARD_PROD_ONGOING",
         "CARD_PROD_ON_HOLD",
     )
     stale = ingest.apply(ISSUER, op("CARD_PROD_READY"), Source.NOTIFICATION)
-    assert stale.verdict == Verdict.STALE
+    assert stale.verdict == Outcome.STALE
     assert CardOrder.objects.get().unrecognized_status == "CARD_PROD_ON_HOLD"
     ingest.apply(ISSUER, op("CARD_PROD_DONE"), Source.NOTIFICATION)
     assert CardOrder.objects.get().unrecognized_status == ""
@@ -205,20 +205,22 @@ def test_an_unknown_status_is_stored_flagged_and_cleared_by_a_later_known_one():
 @override_settings(D1_UNKNOWN_STATUS_POLICY="store")
 def test_the_store_policy_keeps_unknown_statuses_without_flagging_the_order():
     result = ingest.apply(ISSUER, op("CARD_PROD_ON_HOLD"), Source.NOTIFICATION)
-    assert result.verdict == Verdict.UNRECOGNIZED
+    assert result.verdict == Outcome.UNRECOGNIZED
     assert CardOrder.objects.get().unrecognized_status == ""
 
 
 def test_operations_other_than_card_tracking_are_skipped():
-    [result] = ingest.apply_many(ISSUER, [op("ACTIVE", operation="ACTIVATE")], Source.NOTIFICATION)
-    assert result == ingest.Result(ingest.IGNORED, None, False)
+    [result] = ingest.apply_many(
+        delivered([op("ACTIVE", operation="ACTIVATE")]), Source.NOTIFICATION
+    )
+    assert result == ingest.Result(ingest.Outcome.IGNORED, None, False)
     assert not CardOrder.objects.exists()
 
 
 def test_a_re_order_with_a_new_operation_starts_the_order_afresh():
     ingest.apply(ISSUER, op("DATA_EXCEPTION", status="FAILED", errorCode="X"), Source.NOTIFICATION)
     reorder = op("CARD_PROD_REQUESTED", operationId="op-0002", startTime="2025-03-10T09:00:00Z")
-    assert ingest.apply(ISSUER, reorder, Source.NOTIFICATION).verdict == Verdict.APPLIED
+    assert ingest.apply(ISSUER, reorder, Source.NOTIFICATION).verdict == Outcome.APPLIED
     fresh = CardOrder.objects.get()
     assert (fresh.operation_id, fresh.stage, fresh.terminal, fresh.error_code) == (
         "op-0002",
@@ -227,7 +229,7 @@ def test_a_re_order_with_a_new_operation_starts_the_order_afresh():
         "",
     )
     late_old = op("CARD_PROD_DONE", operationId="op-0001")
-    assert ingest.apply(ISSUER, late_old, Source.NOTIFICATION).verdict == Verdict.STALE
+    assert ingest.apply(ISSUER, late_old, Source.NOTIFICATION).verdict == Outcome.STALE
     assert CardOrder.objects.get().stage == "CARD_PROD_REQUESTED"
 
 
@@ -245,7 +247,7 @@ def test_the_state_tuple_key_treats_a_changed_due_date_as_a_duplicate():
     again = ingest.apply(
         ISSUER, op("DATA_PREPARED", details__dueDate="2025-03-06"), Source.NOTIFICATION
     )
-    assert again.verdict == ingest.DUPLICATE
+    assert again.verdict == ingest.Outcome.DUPLICATE
 
 
 @override_settings(D1_PRODUCTION_SITE_TZ={"PC-JP-01": "Asia/Tokyo"}, D1_LATE_GRACE_HOURS=0)
@@ -275,8 +277,8 @@ def test_a_due_datetime_is_used_as_sent():
 def test_a_bulk_body_with_one_bad_item_applies_the_others():
     body = example("10")
     body["operations"][1]["cardId"] = "bad card id!"
-    item = inbox.store(ISSUER, json.dumps(body).encode(), {})
-    report = inbox.process(item)
+    item = stored_item(ISSUER, json.dumps(body).encode(), {})
+    report = inbox.process(item.pk)
     item.refresh_from_db()
     assert item.outcome == InboxItem.Outcome.PARTIAL
     assert (item.applied, item.quarantined) == (3, 1)
@@ -286,18 +288,18 @@ def test_a_bulk_body_with_one_bad_item_applies_the_others():
 
 
 def test_a_body_that_is_not_json_is_kept_and_rejected():
-    item = inbox.store(ISSUER, b"{not json", {"content-type": "application/json"})
-    report = inbox.process(item)
+    item = stored_item(ISSUER, b"{not json", {"content-type": "application/json"})
+    report = inbox.process(item.pk)
     item.refresh_from_db()
     assert item.outcome == InboxItem.Outcome.REJECTED
     assert "not JSON" in report.error and bytes(item.body) == b"{not json"
 
 
 def test_replaying_a_stored_body_is_idempotent():
-    item = inbox.store(ISSUER, json.dumps(example("10")).encode(), {})
-    inbox.process(item)
+    item = stored_item(ISSUER, json.dumps(example("10")).encode(), {})
+    inbox.process(item.pk)
     report = inbox.replay(item)
-    assert {entry["verdict"] for entry in report.results} == {ingest.DUPLICATE}
+    assert {entry["verdict"] for entry in report.results} == {ingest.Outcome.DUPLICATE}
     assert TimelineEvent.objects.count() == 4
 
 
@@ -355,12 +357,12 @@ def test_any_shuffle_with_duplicates_ends_like_in_order_delivery(data):
     batch = data.draw(st.integers(min_value=1, max_value=5), label="operations per POST")
     for start in range(0, len(deliveries), batch):
         chunk = [parse_operation(item) for item in deliveries[start : start + batch]]
-        ingest.apply_many(ISSUER, chunk, Source.NOTIFICATION)
+        ingest.apply_many(delivered(chunk), Source.NOTIFICATION)
     for card_id in cards:
-        delivered = [item for item in deliveries if item["cardId"] == card_id]
+        received = [item for item in deliveries if item["cardId"] == card_id]
         assert _state(card_id) == _in_order_state(card_id)
         assert order(card_id).events.count() == len(LIFECYCLE)
-        assert order(card_id).duplicates_received == len(delivered) - len(LIFECYCLE)
+        assert order(card_id).duplicates_received == len(received) - len(LIFECYCLE)
         statuses = set(order(card_id).events.values_list("status", flat=True))
         assert statuses == {item["details"]["status"] for item in _lifecycle(card_id)}
 
@@ -380,7 +382,7 @@ def test_threads_delivering_shuffled_duplicated_sequences_converge(on_postgres):
             barrier.wait()
             for start in range(0, len(mine), 1 + seed % 4):
                 chunk = [parse_operation(item) for item in mine[start : start + 1 + seed % 4]]
-                ingest.apply_many(ISSUER, chunk, Source.NOTIFICATION)
+                ingest.apply_many(delivered(chunk), Source.NOTIFICATION)
         except Exception as e:  # noqa: BLE001 - collected and asserted below
             errors.append(e)
         finally:
@@ -409,7 +411,7 @@ def test_a_reordered_carrier_event_never_takes_a_delivered_parcel_back_on_the_ro
     ingest.apply(ISSUER, shipped("InTransit"), Source.NOTIFICATION)
     ingest.apply(ISSUER, shipped("Delivered"), Source.NOTIFICATION)
     late = ingest.apply(ISSUER, shipped("OutForDelivery"), Source.NOTIFICATION)
-    assert late.verdict == Verdict.STALE and not late.changed
+    assert late.verdict == Outcome.STALE and not late.changed
     assert CardOrder.objects.get().shipment_status == "Delivered"
 
 
@@ -420,17 +422,17 @@ def test_a_live_answer_puts_right_what_reordered_deliveries_got_wrong():
     assert CardOrder.objects.get().shipment_status == "InTransit"
     repair = ingest.apply(ISSUER, shipped("OutForDelivery"), Source.RECONCILE)
     repaired = CardOrder.objects.get()
-    assert (repair.verdict, repair.changed) == (ingest.DUPLICATE, True)
+    assert (repair.verdict, repair.changed) == (ingest.Outcome.DUPLICATE, True)
     assert repaired.shipment_status == "OutForDelivery"
     assert repaired.events.count() == 2 and repaired.duplicates_received == 1
     again = ingest.apply(ISSUER, shipped("OutForDelivery"), Source.ON_DEMAND)
-    assert (again.verdict, again.changed) == (ingest.DUPLICATE, False)
+    assert (again.verdict, again.changed) == (ingest.Outcome.DUPLICATE, False)
 
 
 def test_a_live_answer_may_take_a_parcel_back_from_delivered():
     ingest.apply(ISSUER, shipped("Delivered"), Source.NOTIFICATION)
     live = ingest.apply(ISSUER, shipped("ReturnToSender"), Source.ON_DEMAND)
-    assert live.verdict == Verdict.APPLIED
+    assert live.verdict == Outcome.APPLIED
     assert CardOrder.objects.get().shipment_status == "ReturnToSender"
     corrected = ingest.apply(ISSUER, shipped("InTransit"), Source.ON_DEMAND)
-    assert corrected.verdict == Verdict.APPLIED and corrected.changed
+    assert corrected.verdict == Outcome.APPLIED and corrected.changed

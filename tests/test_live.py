@@ -11,7 +11,7 @@ from tests.conftest import run_command as run
 from tests.sandbox_fixtures import ISSUER, card, child_env
 from tracker import live
 from tracker.d1.client import D1NotFound, D1Unavailable
-from tracker.models import CardOrder, Source, TimelineEvent, Verdict
+from tracker.models import CardOrder, Outcome, Source, TimelineEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -26,11 +26,11 @@ def test_a_refresh_applies_what_d1_says_through_the_ingest(d1):
     order = CardOrder.objects.get(issuer_id=ISSUER, card_id="crd-live-1")
     assert result.order_id == order.pk
     assert result.changed is True
-    assert [r.verdict for r in result.results] == [Verdict.APPLIED]
+    assert [r.verdict for r in result.results] == [Outcome.APPLIED]
     assert order.stage == "CARD_SHIPPED" and order.issuer_request_id == "ord-live-1"
     assert order.last_checked_at is not None
     event = order.events.get()
-    assert (event.source, event.verdict) == (Source.ON_DEMAND, Verdict.APPLIED)
+    assert (event.source, event.verdict) == (Source.ON_DEMAND, Outcome.APPLIED)
 
 
 def test_a_second_refresh_with_nothing_new_changes_nothing_but_the_check_time(d1):

@@ -310,11 +310,11 @@ def test_the_live_post_needs_the_csrf_token_that_the_page_gives_htmx(agent, d1):
 
 
 # Session, user, the permissions (shared cache); the user's live budget (one UPDATE); the breaker
-# and the token from the database cache;
-# the ingest (inside the test's transaction, no savepoint): lock the order, its known events, insert
+# and the token from the database cache; the ingest (inside the test's transaction, no savepoint):
+# lock the order (one upsert that locks in the one global order), read it, its known events, insert
 # the event, write the order back with the check time; the audit INSERT; then the page: the order
 # and its events. Whatever the timeline's length.
-LIVE_QUERIES = 13
+LIVE_QUERIES = 14
 
 
 def test_a_live_refresh_costs_the_same_for_one_event_or_two_hundred(

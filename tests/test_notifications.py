@@ -25,11 +25,12 @@ from tests.conftest import (
     TOKEN_URL,
     basic,
     database_unreachable,
+    drain,
     example,
     make_operation,
 )
 from tests.test_ingest import LIFECYCLE, _in_order_state, _lifecycle, _state
-from tracker import attention
+from tracker import applier, attention
 from tracker.models import AuthFailureCount, CardOrder, InboxItem, Source, TimelineEvent
 
 pytestmark = pytest.mark.django_db
@@ -68,6 +69,7 @@ def test_every_shared_example_posted_over_http_is_stored_and_applied(client, bea
                sorted(EXAMPLES.glob("*.json"))}  # fmt: skip
     # 13 is D1's error body, not a notification: no operations list, so it can never succeed.
     assert answers == {name: 400 if name == "13" else 204 for name in answers}
+    drain()  # answered 204, then applied by the applier
     assert InboxItem.objects.count() == len(answers)
     rejected = InboxItem.objects.get(outcome=InboxItem.Outcome.REJECTED)
     assert json.loads(bytes(rejected.body))["errorCode"] == "AUTHORIZER_UNAUTHORIZED"
@@ -85,6 +87,7 @@ def test_every_shared_example_posted_over_http_is_stored_and_applied(client, bea
     for path in sorted(EXAMPLES.glob("*.json")):
         if not path.name.startswith("13"):
             assert post(client, path.read_bytes(), bearer).status_code == 204
+    drain()
     assert TimelineEvent.objects.count() == events
     assert InboxItem.objects.aggregate(n=Sum("duplicate"))["n"] == events
 
@@ -166,6 +169,7 @@ def test_a_bulk_post_with_one_bad_item_applies_the_others_and_quarantines_it(cli
     body = example("10")
     body["operations"][2]["startTime"] = "yesterday"
     assert post(client, body, bearer).status_code == 204
+    drain()
     item = InboxItem.objects.get()
     assert item.outcome == InboxItem.Outcome.PARTIAL
     assert (item.applied, item.quarantined) == (3, 1)
@@ -179,6 +183,7 @@ def test_a_nul_character_in_one_item_quarantines_that_item_only(client, bearer):
     body = example("10")
     body["operations"][1]["details"]["reason"] = "held\x00"
     assert post(client, body, bearer).status_code == 204
+    drain()
     item = InboxItem.objects.get()
     assert (item.outcome, item.applied, item.quarantined) == (InboxItem.Outcome.PARTIAL, 3, 1)
     assert item.results[1]["field"] == "operations[1].details.reason"
@@ -188,6 +193,7 @@ def test_a_nul_character_in_one_item_quarantines_that_item_only(client, bearer):
 def test_nan_in_one_item_quarantines_that_item_only(client, bearer):
     body = json.dumps(example("10")).replace('"operations": [{', '"operations": [{"x": NaN, ', 1)
     assert post(client, body.encode(), bearer).status_code == 204
+    drain()
     item = InboxItem.objects.get()
     assert (item.applied, item.quarantined) == (3, 1)
     assert item.results[0] == {
@@ -219,19 +225,23 @@ def _failing(sql_fragment: str):
     return wrapper
 
 
-def test_a_transient_failure_while_applying_answers_503_and_keeps_the_body(client, bearer):
+def test_a_transient_failure_while_applying_leaves_the_body_pending_for_the_next_batch(
+    client, bearer
+):
     body = example_bytes("07")
-    with connection.execute_wrapper(_failing('INSERT INTO "tracker_timelineevent"')):
-        response = post(client, body, bearer)
-    assert response.status_code == 503
-    assert response["Retry-After"]
+    assert post(client, body, bearer).status_code == 204  # stored: the answer waits for no apply
+    with (
+        connection.execute_wrapper(_failing('INSERT INTO "tracker_timelineevent"')),
+        pytest.raises(OperationalError),
+    ):
+        drain()
     item = InboxItem.objects.get()
-    assert (item.outcome, bytes(item.body)) == (InboxItem.Outcome.FAILED, body)
-    assert item.error == "OperationalError: canceling statement due to lock timeout"
-    assert not CardOrder.objects.exists()  # the whole apply was rolled back
+    assert (item.outcome, bytes(item.body)) == (InboxItem.Outcome.RECEIVED, body)
+    assert not CardOrder.objects.exists()  # the whole batch was rolled back
 
-    assert post(client, body, bearer).status_code == 204  # D1's retry
+    assert drain() == 1  # the applier's next batch
     assert CardOrder.objects.get().stage == "CARD_SHIPPED"
+    assert InboxItem.objects.get().outcome == InboxItem.Outcome.PROCESSED
 
 
 @pytest.mark.django_db(transaction=True)  # as in production: the INSERT is its own transaction
@@ -243,8 +253,11 @@ def test_a_transient_failure_while_storing_answers_503(client, bearer):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_real_lock_timeout_answers_503_and_the_retry_applies(client, bearer, on_postgres):
+def test_a_locked_card_never_holds_the_answer_and_is_applied_once_released(
+    client, bearer, on_postgres
+):
     assert post(client, example_bytes("02"), bearer).status_code == 204
+    drain()
     locked, release = threading.Event(), threading.Event()
 
     def hold_the_card() -> None:
@@ -262,17 +275,18 @@ def test_a_real_lock_timeout_answers_503_and_the_retry_applies(client, bearer, o
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '200ms'")
     try:
-        response = post(client, example_bytes("04"), bearer)
+        # The request path locks no card: answered at once while the card is held.
+        assert post(client, example_bytes("04"), bearer).status_code == 204
+        with pytest.raises(OperationalError, match="lock timeout"):
+            drain()
     finally:
         release.set()
         holder.join()
         with connection.cursor() as cursor:
             cursor.execute("RESET lock_timeout")
-    assert response.status_code == 503
-    failed = InboxItem.objects.get(outcome=InboxItem.Outcome.FAILED)
-    assert "lock timeout" in failed.error
+    assert InboxItem.objects.filter(outcome=InboxItem.Outcome.RECEIVED).count() == 1
 
-    assert post(client, example_bytes("04"), bearer).status_code == 204
+    assert drain() == 1
     assert CardOrder.objects.get(card_id=CARD).stage == "CARD_PROD_READY"
 
 
@@ -503,28 +517,33 @@ def bulk(count: int, stage: str = "DATA_PREPARED", prefix: str = "q") -> dict:
     }
 
 
-NEW_CARDS_QUERIES = 9
-KNOWN_CARDS_QUERIES = 8
+APPLY_QUERIES = 9  # BEGIN and COMMIT included
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_post_costs_a_handful_of_queries_whatever_its_size(
+def test_a_post_is_one_insert_and_a_batch_costs_the_same_queries_whatever_its_size(
     client, bearer, django_assert_num_queries
 ):
-    # Outside a test transaction, as in production, where Django counts BEGIN and COMMIT too.
-    # The body stored: one INSERT, its own transaction. Then one transaction: lock the orders,
-    # create the missing ones and lock them, insert the events, update the orders, record the
-    # outcome. New cards have no events to compare with; known ones cost that query instead of
-    # the two that create. No savepoint: the whole transaction is retried.
-    attention.thresholds()  # read once per process every 30 s, not per POST
+    # Outside a test transaction, as in production. The answer: the body stored, one INSERT.
+    # The applier's batch: take the bodies, lock (creating) the orders, read them, read the
+    # events they know, insert the new events, write the orders back, record the outcomes.
+    attention.thresholds()  # read once per process every 30 s, not per batch
     for count in (1, 50):
-        with django_assert_num_queries(NEW_CARDS_QUERIES):
+        with django_assert_num_queries(1):
             assert post(client, bulk(count, prefix=f"new{count}"), bearer).status_code == 204
-    for count in (1, 50):
-        with django_assert_num_queries(KNOWN_CARDS_QUERIES):
+        with django_assert_num_queries(1):
             body = bulk(count, "CARD_PROD_READY", prefix=f"new{count}")
             assert post(client, body, bearer).status_code == 204
+    # Only new cards in the batch: no events to compare with, one query less.
+    with django_assert_num_queries(APPLY_QUERIES - 1):
+        assert applier.apply_pending(limit=4) == 4
     assert CardOrder.objects.filter(stage="CARD_PROD_READY").count() == 51
+    for count in (1, 50):
+        post(client, bulk(count, "CARD_PROD_ONGOING", prefix=f"new{count}"), bearer)
+    post(client, bulk(200, "CARD_PROD_ONGOING", prefix="big"), bearer)
+    with django_assert_num_queries(APPLY_QUERIES):
+        assert applier.apply_pending() == 3
+    assert CardOrder.objects.filter(stage="CARD_PROD_ONGOING").count() == 251
 
 
 # --- Real HTTP ------------------------------------------------------------------------------
@@ -544,6 +563,7 @@ def test_a_token_and_a_notification_over_real_http(live_server, settings):
             headers={**json_type, "Authorization": f"Bearer {token}"},
         )
     assert (answer.status_code, refused.status_code, stored.status_code) == (200, 401, 204)
+    drain()
     assert CardOrder.objects.get().stage == "CARD_SHIPPED"
 
 
@@ -579,6 +599,7 @@ def test_threads_posting_a_shuffled_duplicated_lifecycle_to_a_live_server_conver
         thread.join()
     assert errors == []
     assert set(answers) == {204}
+    drain()
     stored = [bytes(body) for body in InboxItem.objects.values_list("body", flat=True)]
     assert sorted(stored) == sorted(sent)
     assert not InboxItem.objects.exclude(outcome=InboxItem.Outcome.PROCESSED).exists()

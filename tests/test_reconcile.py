@@ -22,7 +22,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from bench.reconcile import busiest_window as busiest_second
-from tests.conftest import ISSUER, make_operation, op, run_command, staff
+from tests.conftest import ISSUER, drain, make_operation, op, run_command, staff
 from tests.sandbox_fixtures import card
 from tests.test_recheck import worker_env
 from tracker import env, ingest, roles, serialize
@@ -90,6 +90,7 @@ def test_the_sweep_repairs_exactly_the_cards_whose_notifications_were_lost(
         ]
     )
     assert d1.flush(timeout=20)["pending"] == 0
+    drain()  # answered 204, then applied by the applier
     outcome = {(e["cardId"], e["status"]): e["outcome"] for e in d1.notifications()}
     current = {
         f"crd-drop-{n:02d}": d1.card(ISSUER, f"crd-drop-{n:02d}")["current"]["details"]["status"]

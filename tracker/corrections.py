@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 
 from tracker import attention, queue, sla
 from tracker.d1 import lifecycle
-from tracker.models import CardOrder, Source, TimelineEvent, Verdict
+from tracker.models import CardOrder, Outcome, Source, TimelineEvent
 
 # The row written to the history for each correction (simple-history's model).
 Correction = CardOrder.history.model
@@ -93,7 +93,7 @@ def resolve(order_ids: Iterable[int], user, note: str) -> int:
                 order=order,
                 content_hash=_event_key(f"resolved:{acknowledgement.pk}"),
                 source=Source.ADMIN,
-                verdict=Verdict.APPLIED,
+                verdict=Outcome.APPLIED,
                 received_at=acknowledgement.created_at,
                 user=user,
                 note=_("Marked resolved: %(note)s") % {"note": note},
@@ -159,7 +159,7 @@ def timeline_event(order: CardOrder, record: Correction, user, note: str, diff: 
         order=order,
         content_hash=_event_key(f"correction:{record.history_id}"),
         source=Source.ADMIN,
-        verdict=Verdict.APPLIED,
+        verdict=Outcome.APPLIED,
         received_at=record.history_date,
         user=user,
         note=f"{note}\n{diff}" if diff else note,

@@ -1,4 +1,5 @@
-"""The one writer of D1 state: every operation object, from any source, enters through apply().
+"""The one writer of D1 state: every operation object, from any source, enters through
+apply_many() (or apply() for one).
 
 D1 delivers at least once, out of order, and reuses one operationId for every stage of an order,
 so applying is idempotent on the content of each operation (REFERENCE §4) and ordered by lifecycle
@@ -11,34 +12,33 @@ rank (REFERENCE §3), never by arrival:
 - at CARD_SHIPPED rank, a repeated status refreshes the shipment (carrier updates);
 - a newer operation (re-order: another operationId, later startTime) starts the order afresh.
 
-Rows are locked per card (select_for_update) so concurrent deliveries for one card serialize.
+Set-based: whatever the number of operations, a call costs the same statements: one that locks
+(creating as needed) every order concerned, always in (issuer, card) order so that two writers
+can never deadlock, one read of the orders, one of the events already known, one INSERT of the
+new events and one write-back of the orders.
 """
 
 import logging
-import random
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import OperationalError, transaction
+from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
-from tracker import attention, sla
+from tracker import attention, sla, transactions
 from tracker.d1 import lifecycle
 from tracker.d1 import shipment as carrier
-from tracker.d1.schema import Operation
-from tracker.models import CardOrder, InboxItem, Source, TimelineEvent, Verdict
+from tracker.d1.schema import Operation, Shipment
+from tracker.models import CardOrder, Outcome, Source, TimelineEvent
 
 logger = logging.getLogger(__name__)
 
-DUPLICATE = "duplicate"
-IGNORED = "ignored"
-
-_DEADLOCK_RETRIES = 5
 _LIVE_SOURCES = frozenset({Source.ON_DEMAND, Source.RECONCILE})
 # What an operator would call "the state": a change here is a repair when reconciliation finds it.
 _STATE_FIELDS = (
@@ -61,13 +61,26 @@ _SAVED_FIELDS = [
 ]
 # Attributes any event may fill in when the order lacks them; applied events overwrite them.
 _ATTRIBUTES = ("issuer_request_id", "input_file_name", "production_site", "tracking_type")
+# Bound parameters per statement stay under SQLite's 32,766 (PostgreSQL allows 65,535).
+_MAX_PARAMETERS = 30_000
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One operation object to apply, with where and when it came from."""
+
+    issuer_id: str
+    operation: Operation
+    received_at: datetime
+    inbox_id: int | None = None  # the notification body it came in, if any
 
 
 @dataclass(frozen=True)
 class Result:
-    """What happened to one operation: a Verdict value, DUPLICATE or IGNORED."""
+    """What happened to one operation: its outcome, its order (None if not tracked) and whether
+    the order's state changed."""
 
-    verdict: str
+    verdict: Outcome
     order_id: int | None
     changed: bool
 
@@ -77,90 +90,58 @@ def apply(
     operation: Operation,
     source: Source,
     *,
-    inbox: InboxItem | None = None,
+    inbox_id: int | None = None,
     received_at: datetime | None = None,
 ) -> Result:
     """Apply one operation object to its card order."""
-    return apply_many(issuer_id, [operation], source, inbox=inbox, received_at=received_at)[0]
+    delivery = Delivery(issuer_id, operation, received_at or timezone.now(), inbox_id)
+    return apply_many([delivery], source)[0]
 
 
 def apply_many(
-    issuer_id: str,
-    operations: Sequence[Operation],
-    source: Source,
-    *,
-    inbox: InboxItem | None = None,
-    received_at: datetime | None = None,
-    checked_live: bool = False,
+    deliveries: Sequence[Delivery], source: Source, *, checked_live: bool = False
 ) -> list[Result]:
-    """Apply operations in the order given, in one transaction, one result per operation.
+    """Apply operations in the order given, in one transaction: one Result per delivery, in the
+    same order.
 
-    `checked_live`: the operations are D1's answer to a live query, so the orders also record
-    that D1 was checked (and knows the card) in the same write.
-
-    Inside a caller's transaction the operations join it (no savepoint: the caller retries the
-    whole transaction, see in_retried_transaction); otherwise they get one of their own.
+    The deliveries may concern any issuers and cards. `checked_live`: they are D1's answer to a
+    live query, so the orders also record that D1 was checked (and knows the card) in the same
+    write. Inside a caller's transaction they join it (no savepoint: the caller retries the
+    whole transaction, see transactions.retried); otherwise they get one of their own, run again
+    after a deadlock or serialization failure.
     """
-    received_at = received_at or timezone.now()
-    apply = partial(_apply_locked, issuer_id, operations, source, inbox, received_at, checked_live)
-    if transaction.get_connection().in_atomic_block:
-        return apply()
-    return in_retried_transaction(apply)
-
-
-def in_retried_transaction[T](work: Callable[[], T]) -> T:
-    """Run `work` in a transaction, from scratch again if PostgreSQL aborts it for a deadlock.
-
-    Two bulk deliveries can lock overlapping cards; PostgreSQL breaks the tie by aborting one,
-    which is safe to run again because nothing of it was committed.
-    """
-    for attempt in range(1, _DEADLOCK_RETRIES + 1):
-        try:
-            with transaction.atomic():
-                return work()
-        except OperationalError as e:
-            if attempt == _DEADLOCK_RETRIES or not _is_retryable(e):
-                raise
-            logger.info("ingest retrying after %s (attempt %d)", e.__class__.__name__, attempt)
-            # Apart at random, so that the transactions that deadlocked do not meet again in step.
-            time.sleep(random.uniform(0, 0.02 * attempt))
-    raise AssertionError("unreachable")
-
-
-def _is_retryable(error: OperationalError) -> bool:
-    return getattr(error.__cause__, "sqlstate", None) in {"40P01", "40001"}
+    if not deliveries:
+        return []
+    return transactions.retried(partial(_apply_locked, deliveries, source, checked_live))
 
 
 def _apply_locked(
-    issuer_id: str,
-    operations: Sequence[Operation],
-    source: Source,
-    inbox: InboxItem | None,
-    received_at: datetime,
-    checked_live: bool,
+    deliveries: Sequence[Delivery], source: Source, checked_live: bool
 ) -> list[Result]:
-    tracked = [op for op in operations if op.operation in lifecycle.TRACKED_OPERATIONS]
-    orders = _lock_orders(issuer_id, sorted({op.card_id for op in tracked}), received_at)
-    # A single order (most notifications) is written back column by column: remember it as read.
-    (single,) = orders.values() if len(orders) == 1 else (None,)
-    loaded = {f: getattr(single, f) for f in _SAVED_FIELDS} if single else {}
-    seen = _known_keys(orders.values(), {_dedup_key(op) for op in tracked})
-    results, events, dirty = [], [], {}
+    tracked = [d for d in deliveries if d.operation.operation in lifecycle.TRACKED_OPERATIONS]
+    keys = sorted({(d.issuer_id, d.operation.card_id) for d in tracked})
+    first_seen = min((d.received_at for d in tracked), default=timezone.now())
+    orders = _lock_orders(keys, first_seen)
+    # Only the columns that changed are written back: remember the orders as read.
+    loaded = {key: [getattr(o, f) for f in _SAVED_FIELDS] for key, o in orders.items()}
+    seen = _known_keys(orders.values(), {_dedup_key(d.operation) for d in tracked})
+    results: list[Result] = []
+    events: list[TimelineEvent] = []
     limits = attention.thresholds()
-    for op in operations:
+    live = source in _LIVE_SOURCES
+    for delivery in deliveries:
+        op, received_at = delivery.operation, delivery.received_at
         if op.operation not in lifecycle.TRACKED_OPERATIONS:
-            results.append(Result(IGNORED, None, False))
+            results.append(Result(Outcome.IGNORED, None, False))
             continue
-        order = orders[op.card_id]
-        dirty[order.pk] = order
+        order = orders[(delivery.issuer_id, op.card_id)]
         if checked_live:
             order.last_checked_at, order.unknown_to_d1 = received_at, False
         key = _dedup_key(op)
         duplicate = (order.pk, key) in seen
-        live = source in _LIVE_SOURCES
         if duplicate and not live:
             order.duplicates_received += 1
-            results.append(Result(DUPLICATE, order.pk, False))
+            results.append(Result(Outcome.DUPLICATE, order.pk, False))
             continue
         before = _state(order)
         # A live answer is D1's state now: even when Tracker already holds the same event, it
@@ -174,46 +155,158 @@ def _apply_locked(
             order.duplicates_received += 1
         else:
             seen.add((order.pk, key))
-            order.last_event_at = received_at
-            events.append(_event(order, op, key, source, verdict, inbox, received_at))
+            order.last_event_at = max(order.last_event_at or received_at, received_at)
+            events.append(_event(order, delivery, key, source, verdict))
         attention.update(order, limits)
-        results.append(Result(DUPLICATE if duplicate else verdict, order.pk, changed))
-    TimelineEvent.objects.bulk_create(events)
-    if single:
-        changed_fields = [f for f in _SAVED_FIELDS if getattr(single, f) != loaded[f]]
-        if changed_fields:
-            single.save(update_fields=changed_fields)
-    elif dirty:
-        _write_back(list(dirty.values()))
+        results.append(Result(Outcome.DUPLICATE if duplicate else verdict, order.pk, changed))
+    TimelineEvent.objects.bulk_create(events, batch_size=_batch_size(len(_EVENT_FIELDS)))
+    _write_back(orders, loaded)
     return results
 
 
-def _write_back(orders: list[CardOrder]) -> None:
-    # The rows exist and are locked, so this upsert only ever updates: one statement, built in
-    # linear time. bulk_update() would build a CASE WHEN per field and row (3,500 expressions,
-    # about half a second, for a 50-card POST; the budget of issue #4 is 16 ms).
-    CardOrder.objects.bulk_create(
-        orders, update_conflicts=True, unique_fields=["id"], update_fields=_SAVED_FIELDS
-    )
+def _batch_size(columns: int) -> int:
+    return max(1, _MAX_PARAMETERS // columns)
 
 
-def _lock_orders(issuer_id: str, card_ids: list[str], now: datetime) -> dict[str, CardOrder]:
-    """Lock (creating as needed) the orders for these cards, always in card_id order."""
-    locked = CardOrder.objects.select_for_update().filter(issuer_id=issuer_id).order_by("card_id")
-    orders = {order.card_id: order for order in locked.filter(card_id__in=card_ids)}
-    missing = [card_id for card_id in card_ids if card_id not in orders]
-    if missing:
+def _write_back(
+    orders: dict[tuple[str, str], CardOrder], loaded: dict[tuple[str, str], list[Any]]
+) -> None:
+    """Write back the columns that changed, for the orders that changed, in one statement."""
+    changed: dict[str, None] = {}
+    dirty: list[CardOrder] = []
+    for key, order in orders.items():
+        fields = [
+            f
+            for f, before in zip(_SAVED_FIELDS, loaded[key], strict=True)
+            if getattr(order, f) != before
+        ]
+        if fields:
+            dirty.append(order)
+            changed.update(dict.fromkeys(fields))
+    if len(dirty) == 1:
+        dirty[0].save(update_fields=list(changed))
+    elif dirty and connection.vendor == "postgresql":
+        _update_from_values(dirty, list(changed))
+    elif dirty:
+        # The rows exist and are locked, so this upsert only ever updates; bulk_update() would
+        # build a CASE WHEN per field and row.
         CardOrder.objects.bulk_create(
-            [CardOrder(issuer_id=issuer_id, card_id=c, first_seen_at=now) for c in missing],
-            ignore_conflicts=True,
+            dirty,
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=list(changed),
+            batch_size=_batch_size(len(_ORDER_COLUMNS) + 1),
         )
-        orders.update((order.card_id, order) for order in locked.filter(card_id__in=missing))
-    return orders
 
 
-def _known_keys(orders, keys: set[str]) -> set[tuple[int, str]]:
+def _update_from_values(orders: list[CardOrder], names: list[str]) -> None:
+    # UPDATE … FROM unnest(one array per column): just the changed columns, a parameter per
+    # column however many orders, built in linear time.
+    quote = connection.ops.quote_name
+    fields = [_SAVED_COLUMNS[name] for name in names]
+    assignments = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in fields)
+    aliases = ", ".join(quote(f.column) for f in fields)
+    arrays = ", ".join(f"%s::{_array_type(f)}[]" for f in fields)
+    columns: list[list[Any]] = [[order.pk for order in orders]]
+    for f in fields:
+        columns.append([f.get_db_prep_save(getattr(o, f.attname), connection) for o in orders])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(CardOrder._meta.db_table)} AS o SET {assignments}"
+            f" FROM unnest(%s::bigint[], {arrays}) AS v(id, {aliases}) WHERE o.id = v.id",
+            columns,
+        )
+
+
+def _array_type(field: Any) -> str:
+    # An array of varchar(n) is written varchar(n)[]; "timestamp with time zone" likewise.
+    return str(field.db_type(connection))
+
+
+_ORDER_COLUMNS = [field for field in CardOrder._meta.concrete_fields if field.name != "id"]
+_ISSUER_AT = [field.name for field in _ORDER_COLUMNS].index("issuer_id")
+_CARD_AT = [field.name for field in _ORDER_COLUMNS].index("card_id")
+_SAVED_COLUMNS = {field.name: field for field in _ORDER_COLUMNS if field.name in _SAVED_FIELDS}
+_EVENT_FIELDS = [field for field in TimelineEvent._meta.concrete_fields if field.name != "id"]
+
+
+def _lock_orders(
+    keys: list[tuple[str, str]], first_seen: datetime
+) -> dict[tuple[str, str], CardOrder]:
+    """Lock (creating as needed) the orders for these (issuer, card) keys, sorted, and read them.
+
+    One upsert takes every lock in the order of its rows: an existing order is locked by the
+    DO UPDATE that changes nothing, a new one is inserted. Every writer locks in this one order,
+    so two appliers, a live refresh and an administrator's correction can never deadlock.
+    """
+    if not keys:
+        return {}
+    # A new order's row is the same for every card but its key: prepared once per call.
+    template = _new_order_row("", "", first_seen)
+    if connection.vendor == "postgresql":
+        _lock_by_arrays(keys, template)
+    else:
+        _lock_by_values(keys, template)
+    by_issuer: dict[str, list[str]] = {}
+    for issuer_id, card_id in keys:
+        by_issuer.setdefault(issuer_id, []).append(card_id)
+    wanted = Q()
+    for issuer_id, card_ids in by_issuer.items():
+        wanted |= Q(issuer_id=issuer_id, card_id__in=card_ids)
+    return {(o.issuer_id, o.card_id): o for o in CardOrder.objects.filter(wanted)}
+
+
+def _lock_by_arrays(keys: list[tuple[str, str]], template: list[Any]) -> None:
+    # The keys as two arrays and the constant columns once: a statement of a few parameters
+    # however many cards, taken in the order of the arrays (WITH ORDINALITY … ORDER BY).
+    quote = connection.ops.quote_name
+    others = [(f, v) for i, (f, v) in enumerate(zip(_ORDER_COLUMNS, template, strict=True))
+              if i not in (_ISSUER_AT, _CARD_AT)]  # fmt: skip
+    columns = ", ".join(quote(f.column) for f, _ in others)
+    values = ", ".join(f"%s::{f.db_type(connection)}" for f, _ in others)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(CardOrder._meta.db_table)} (issuer_id, card_id, {columns})"
+            f" SELECT k.issuer_id, k.card_id, {values}"
+            " FROM unnest(%s::varchar[], %s::varchar[]) WITH ORDINALITY AS k(issuer_id, card_id, n)"
+            " ORDER BY k.n"
+            ' ON CONFLICT ("issuer_id", "card_id") DO UPDATE SET "card_id" = EXCLUDED."card_id"'
+            " WHERE 1 = 0",
+            [*(v for _, v in others), [k[0] for k in keys], [k[1] for k in keys]],
+        )
+
+
+def _lock_by_values(keys: list[tuple[str, str]], template: list[Any]) -> None:
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in _ORDER_COLUMNS)
+    row = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
+    table = connection.ops.quote_name(CardOrder._meta.db_table)
+    size = _batch_size(len(_ORDER_COLUMNS))
+    with connection.cursor() as cursor:
+        for start in range(0, len(keys), size):
+            chunk = keys[start : start + size]
+            params: list[Any] = []
+            for issuer_id, card_id in chunk:
+                template[_ISSUER_AT], template[_CARD_AT] = issuer_id, card_id
+                params += template
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))}"
+                ' ON CONFLICT ("issuer_id", "card_id") DO UPDATE SET "card_id" = EXCLUDED."card_id"'
+                " WHERE 1 = 0",
+                params,
+            )
+
+
+def _new_order_row(issuer_id: str, card_id: str, first_seen: datetime) -> list[Any]:
+    order = CardOrder(issuer_id=issuer_id, card_id=card_id, first_seen_at=first_seen)
+    return [
+        field.get_db_prep_save(field.pre_save(order, add=True), connection)
+        for field in _ORDER_COLUMNS
+    ]
+
+
+def _known_keys(orders: Iterable[CardOrder], keys: set[str]) -> set[tuple[int, str]]:
     # An order that never received an event (just created, or registered from CSV) has none
-    # to compare with: a POST about new cards skips the query.
+    # to compare with: a body about new cards skips the query.
     heard_of = [order.pk for order in orders if order.last_event_at is not None]
     if not keys or not heard_of:
         return set()
@@ -228,11 +321,11 @@ def _dedup_key(op: Operation) -> str:
     return op.state_hash if settings.D1_DEDUP_KEY_MODE == "state_tuple" else op.canonical_hash
 
 
-def _state(order: CardOrder) -> tuple:
+def _state(order: CardOrder) -> tuple[Any, ...]:
     return tuple(getattr(order, name) for name in _STATE_FIELDS)
 
 
-def _decide(order: CardOrder, op: Operation, received_at: datetime, authoritative: bool) -> str:
+def _decide(order: CardOrder, op: Operation, received_at: datetime, authoritative: bool) -> Outcome:
     """Move the order as far as this operation allows; return the verdict.
 
     `authoritative` operations come from asking D1 (on demand, reconcile): they describe D1's
@@ -240,7 +333,7 @@ def _decide(order: CardOrder, op: Operation, received_at: datetime, authoritativ
     """
     if order.operation_id and op.operation_id != order.operation_id:
         if order.start_time and op.start_time < order.start_time:
-            return Verdict.STALE  # a late event of an operation that a re-order replaced
+            return Outcome.STALE  # a late event of an operation that a re-order replaced
         if order.start_time is None or op.start_time > order.start_time:
             _start_new_operation(order, op)
     if not order.operation_id:
@@ -250,20 +343,20 @@ def _decide(order: CardOrder, op: Operation, received_at: datetime, authoritativ
 
     status = op.business_status
     if status is None:
-        return Verdict.STALE  # no details: nothing in it moves the order
+        return Outcome.STALE  # no details: nothing in it moves the order
     rank = lifecycle.rank(status)
     if rank is None:
         if settings.D1_UNKNOWN_STATUS_POLICY == "store_and_flag":
             order.unrecognized_status = status
         _alert_once(status, order)
-        return Verdict.UNRECOGNIZED
+        return Outcome.UNRECOGNIZED
     if lifecycle.conflicts(order.stage, status):
         order.conflict = True
         logger.warning("conflicting terminal states for %s: %s then %s", order, order.stage, status)
-        return Verdict.CONFLICT
+        return Outcome.CONFLICT
     same_stage = rank == order.stage_rank and status == order.stage
     if same_stage and not authoritative and _shipment_goes_back(order, op):
-        return Verdict.STALE
+        return Outcome.STALE
     if rank > order.stage_rank or same_stage:
         # The same stage again with other content is a carrier update at CARD_SHIPPED, or
         # fields filled in. Any known state arriving supersedes an unrecognized one.
@@ -271,8 +364,8 @@ def _decide(order: CardOrder, op: Operation, received_at: datetime, authoritativ
             logger.info("%s skipped from %s to %s", order, order.stage, status)
         _take_state(order, op, rank, received_at)
         order.unrecognized_status = ""
-        return Verdict.APPLIED
-    return Verdict.STALE
+        return Outcome.APPLIED
+    return Outcome.STALE
 
 
 def _shipment_goes_back(order: CardOrder, op: Operation) -> bool:
@@ -351,7 +444,7 @@ def _take_state(order: CardOrder, op: Operation, rank: int, received_at: datetim
         _take_shipment(order, details.shipment, received_at)
 
 
-def _take_shipment(order: CardOrder, shipment, received_at: datetime) -> None:
+def _take_shipment(order: CardOrder, shipment: Shipment, received_at: datetime) -> None:
     before = (order.carrier, order.tracking_number, order.shipment_status, order.shipment_message)
     order.carrier = shipment.carrier or order.carrier
     order.tracking_number = shipment.tracking_number or order.tracking_number
@@ -366,15 +459,22 @@ def _take_shipment(order: CardOrder, shipment, received_at: datetime) -> None:
 
 def _attributes(op: Operation) -> dict[str, str | None]:
     details = op.details
+    if details is None:
+        return {
+            "issuer_request_id": op.issuer_request_id,
+            "input_file_name": op.input_file_name,
+            "production_site": None,
+            "tracking_type": None,
+        }
     return {
-        "issuer_request_id": op.issuer_request_id or (details and details.issuer_request_id),
-        "input_file_name": op.input_file_name or (details and details.input_file_name),
-        "production_site": details and details.production_site,
-        "tracking_type": details and details.tracking_type,
+        "issuer_request_id": op.issuer_request_id or details.issuer_request_id,
+        "input_file_name": op.input_file_name or details.input_file_name,
+        "production_site": details.production_site,
+        "tracking_type": details.tracking_type,
     }
 
 
-def _set_due(order: CardOrder, due_date, due_at) -> None:
+def _set_due(order: CardOrder, due_date: date, due_at: datetime | None) -> None:
     order.due_date, order.due_at = due_date, due_at
 
 
@@ -387,14 +487,9 @@ def _alert_once(status: str, order: CardOrder) -> None:
 
 
 def _event(
-    order: CardOrder,
-    op: Operation,
-    key: str,
-    source: Source,
-    verdict: str,
-    inbox: InboxItem | None,
-    received_at: datetime,
+    order: CardOrder, delivery: Delivery, key: str, source: Source, verdict: Outcome
 ) -> TimelineEvent:
+    op = delivery.operation
     details = op.details
     shipment = details.shipment if details else None
     return TimelineEvent(
@@ -402,7 +497,7 @@ def _event(
         content_hash=key,
         source=source,
         verdict=verdict,
-        received_at=received_at,
+        received_at=delivery.received_at,
         operation_id=op.operation_id,
         status=op.business_status or "",
         operation_status=op.status,
@@ -410,5 +505,5 @@ def _event(
         start_time=op.start_time,
         end_time=op.end_time,
         raw=dict(op.raw),
-        inbox=inbox,
+        inbox_id=delivery.inbox_id,
     )

@@ -49,7 +49,9 @@ def refresh(
     except D1NotFound:
         orders.update(unknown_to_d1=True, last_checked_at=timezone.now())
         raise
-    results = tuple(ingest.apply_many(issuer_id, operations, source, checked_live=True))
+    now = timezone.now()
+    deliveries = [ingest.Delivery(issuer_id, operation, now) for operation in operations]
+    results = tuple(ingest.apply_many(deliveries, source, checked_live=True))
     order_id = next((result.order_id for result in results if result.order_id), None)
     if order_id is None:
         # D1 answered with nothing Tracker tracks: the check still counts.

@@ -22,11 +22,21 @@ class Source(models.TextChoices):
     REPLAY = "replay", _("replay")
 
 
-class Verdict(models.TextChoices):
+class Outcome(models.TextChoices):
+    """What became of one operation object: the one vocabulary of the ingest's verdicts.
+
+    A timeline event records one of the first four; a notification body counts each of them
+    (InboxItem has a counter named after every value), and the health JSON and the admin's
+    filters are derived from this list.
+    """
+
     APPLIED = "applied", _("applied")
     STALE = "stale", _("stale")
     UNRECOGNIZED = "unrecognized", _("unrecognized")
     CONFLICT = "conflict", _("conflict")
+    DUPLICATE = "duplicate", _("duplicate")
+    IGNORED = "ignored", _("ignored (not card tracking)")
+    QUARANTINED = "quarantined", _("quarantined")
 
 
 class CorrectionRecord(models.Model):
@@ -260,6 +270,9 @@ class InboxItem(models.Model):
         indexes = [
             models.Index(fields=["issuer_id", "received_at"], name="inbox_issuer_received"),
             models.Index(fields=["outcome", "received_at"], name="inbox_outcome_received"),
+            # The applier's queue: the bodies not applied yet, in arrival order (a few rows
+            # however large the inbox grows).
+            models.Index(fields=["id"], condition=Q(outcome="received"), name="inbox_pending"),
         ]
 
     def __str__(self) -> str:
@@ -276,7 +289,7 @@ class TimelineEvent(models.Model):
     # Dedup key of the content (REFERENCE §4); unique per order so duplicates never double up.
     content_hash = models.CharField(max_length=64)
     source = models.CharField(_("source"), max_length=16, choices=Source.choices)
-    verdict = models.CharField(_("verdict"), max_length=16, choices=Verdict.choices)
+    verdict = models.CharField(_("verdict"), max_length=16, choices=Outcome.choices)
     received_at = models.DateTimeField(_("received"), default=timezone.now)
     operation_id = models.CharField(_("operation ID"), max_length=64, blank=True)
     status = models.CharField(_("status"), max_length=64, blank=True)

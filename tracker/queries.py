@@ -18,7 +18,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
-from tracker.models import AuthFailureCount, CardOrder, InboxItem, TimelineEvent
+from tracker.models import AuthFailureCount, CardOrder, InboxItem, Outcome, TimelineEvent
 
 SEARCH_LIMIT = 50
 # The admin site's order search: enough to act on a whole input file, still one bounded scan.
@@ -170,7 +170,8 @@ def card_detail(issuer_id: str, card_id: str) -> CardDetail | None:
 
 HEALTH_WINDOW = timedelta(hours=24)
 # Operations counted per verdict; each InboxItem holds its own counts (tracker/inbox.py).
-_OPERATION_COUNTS = ("applied", "duplicate", "stale", "unrecognized", "conflict", "quarantined")
+# Operations by outcome, as the inbox counts them (operations outside card tracking left out).
+OPERATION_COUNTS = tuple(o.value for o in Outcome if o is not Outcome.IGNORED)
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def delivery_health(now: datetime | None = None) -> DeliveryHealth:
         notifications=Count("pk"),
         rejected=Count("pk", filter=Q(outcome=InboxItem.Outcome.REJECTED)),
         failed=Count("pk", filter=Q(outcome=InboxItem.Outcome.FAILED)),
-        **{name: Sum(name) for name in _OPERATION_COUNTS},
+        **{name: Sum(name) for name in OPERATION_COUNTS},
     ):
         figures: dict[str, Any] = dict(row)
         counts[figures.pop("issuer_id")] = figures

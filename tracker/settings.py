@@ -452,3 +452,16 @@ TRACKER_RECONCILE_RECHECK_AFTER = env.duration("TRACKER_RECONCILE_RECHECK_AFTER"
 TRACKER_RECONCILE_STALL_TIMEOUT = env.duration("TRACKER_RECONCILE_STALL_TIMEOUT", "2m")
 # A sweep silent for this long has died: its cards go back to the pool for the next one.
 TRACKER_RECONCILE_CLAIM_TIMEOUT = env.duration("TRACKER_RECONCILE_CLAIM_TIMEOUT", "5m")
+
+# Notifications are stored on the request path and applied by `manage.py apply_notifications`
+# (docs/notifications.md). Inline: the web process applies them itself right after answering,
+# which suits the single-process SQLite demo.
+TRACKER_APPLY_INLINE = env.boolean(
+    "TRACKER_APPLY_INLINE", DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+)
+# Bodies one applier transaction takes at most, and how long an idle applier waits for a
+# PostgreSQL NOTIFY before it looks at the inbox anyway.
+TRACKER_APPLY_BATCH = env.integer("TRACKER_APPLY_BATCH", 100, minimum=1)
+TRACKER_APPLY_POLL = env.duration("TRACKER_APPLY_POLL", "1s")
+# Apply lag (age of the oldest body not applied yet) past which /healthz says not ready.
+TRACKER_APPLY_LAG_LIMIT = env.duration("TRACKER_APPLY_LAG_LIMIT", "60s")

@@ -2,6 +2,7 @@
 
 import logging
 from collections import Counter
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db import InterfaceError, OperationalError
@@ -21,12 +22,28 @@ from tracker.admin.common import (
     pretty_body,
     pretty_json,
 )
-from tracker.models import InboxItem
+from tracker.models import InboxItem, Outcome
 
 logger = logging.getLogger(__name__)
 
 # A replay runs inside the admin's request; more than this belongs in a command.
 _REPLAY_LIMIT = 500
+
+
+class OperationOutcomeFilter(admin.SimpleListFilter):
+    """Bodies with at least one operation of an outcome (the one Outcome vocabulary)."""
+
+    title = _("operations")
+    parameter_name = "operations"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(outcome.value, str(outcome.label)) for outcome in Outcome]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[InboxItem]) -> QuerySet[InboxItem]:
+        value = self.value()
+        if value not in Outcome.values:
+            return queryset
+        return queryset.filter(**{f"{value}__gt": 0})
 
 
 @admin.register(InboxItem)
@@ -41,7 +58,7 @@ class InboxItemAdmin(NoAddOrDelete, BoundedAdmin):
         "unrecognized",
         "quarantined",
     ]
-    list_filter = ["outcome", IssuerFilter]
+    list_filter = ["outcome", OperationOutcomeFilter, IssuerFilter]
 
     actions = ["replay"]
     fields = [
@@ -118,4 +135,4 @@ def _replay_message(done: int, verdicts: Counter, rejected: int) -> str:
 
 
 def _level(verdicts: Counter, rejected: int) -> int:
-    return messages.WARNING if rejected or verdicts[inbox.QUARANTINED] else messages.SUCCESS
+    return messages.WARNING if rejected or verdicts[Outcome.QUARANTINED] else messages.SUCCESS

@@ -2,6 +2,7 @@
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.core.cache import cache
@@ -13,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
-from tracker import queries, serialize
+from tracker import applier, queries, serialize
 from tracker.d1 import client
 from tracker.models import Sweep
 from tracker.reconcile import sweep
@@ -27,6 +28,15 @@ _HEALTH_CACHE_KEY = "tracker:delivery-health:v1"
 _HEALTH_CACHE_SECONDS = 15
 
 
+def _lag_json(lag: applier.Lag) -> dict[str, Any]:
+    return {
+        "pending": lag.pending,
+        "lagSeconds": round(lag.seconds, 3),
+        "oldestPendingAt": serialize.instant(lag.oldest_received_at),
+        "ready": lag.ready,
+    }
+
+
 def _issuer_json(health: queries.IssuerHealth, now: datetime) -> dict:
     last = health.last_received_at
     return {
@@ -34,12 +44,7 @@ def _issuer_json(health: queries.IssuerHealth, now: datetime) -> dict:
         "lastAgeSeconds": None if last is None else max(0, int((now - last).total_seconds())),
         "last24h": {
             "notifications": health.notifications,
-            "applied": health.applied,
-            "duplicate": health.duplicate,
-            "stale": health.stale,
-            "unrecognized": health.unrecognized,
-            "conflict": health.conflict,
-            "quarantined": health.quarantined,
+            **{name: getattr(health, name) for name in queries.OPERATION_COUNTS},
             "rejected": health.rejected,
             "failed": health.failed,
             "authFailures": health.auth_failures,
@@ -90,31 +95,36 @@ def delivery(request: HtmxHttpRequest) -> HttpResponse:
     template = "tracker/delivery.html"
     if request.htmx:
         template += "#delivery-health"
-    return render(request, template, {"health": health})
+    return render(request, template, {"health": health, "lag": applier.apply_lag()})
 
 
 @login_not_required
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    """No login, no secrets, no card data: database, D1 breaker, deliveries per issuer, and
-    the last reconciliation sweep."""
+    """No login, no secrets, no card data: database, apply lag, D1 breaker, deliveries per
+    issuer, and the last reconciliation sweep. 503 when the database is unavailable or the
+    apply lag is past its limit (not ready)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         health = _cached_delivery_health()
         last_sweep = next(iter(sweep.recent(1)), None)
+        lag = applier.apply_lag()
     except DatabaseError as e:
         logger.warning("healthz: database unavailable: %s", e.__class__.__name__)
         return JsonResponse({"status": "unavailable", "database": "unavailable"}, status=503)
     now = timezone.now()
+    # Readiness: past TRACKER_APPLY_LAG_LIMIT the appliers are not keeping up (or not running).
     return JsonResponse(
         {
-            "status": "ok",
+            "status": "ok" if lag.ready else "behind",
             "database": "ok",
+            "applier": _lag_json(lag),
             "d1": {"breaker": _breaker()},
             "notifications": {h.issuer_id: _issuer_json(h, now) for h in health.issuers},
             "tokenEndpoint": {"authFailures24h": health.token_auth_failures},
             "reconcile": {"lastSweep": _sweep_json(last_sweep)},
-        }
+        },
+        status=200 if lag.ready else 503,
     )

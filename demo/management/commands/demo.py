@@ -90,6 +90,8 @@ class Command(BaseCommand):
             ("worker-1", worker),
             ("worker-2", worker),
             ("reconcile", ["reconcile", f"--every={RECONCILE_EVERY}"]),
+            # On SQLite the web process also applies right after answering (inline).
+            ("applier", ["apply_notifications"]),
         ]
 
     def _seed_sandbox(self, process: subprocess.Popen) -> None:

@@ -25,8 +25,8 @@ class Command(BaseCommand):
                 body = path.read_bytes()
             except OSError as e:
                 raise CommandError(f"cannot read {path}: {e.strerror}") from None
-            item = inbox.store(issuer_id, body, {"x-tracker-origin": f"ingest_notification {path}"})
-            report = inbox.process(item)
+            pk = inbox.store(issuer_id, body, {"x-tracker-origin": f"ingest_notification {path}"})
+            report = inbox.process(pk)
             if report.error:
                 self.stdout.write(f"{path}: rejected: {report.error}")
             for entry in report.results:
