@@ -90,7 +90,7 @@ def store(issuer_id: str, body: bytes, headers: Mapping[str, str], *, error: str
         "body": pan.mask_body(body),
         "headers": {name: pan.mask_pans(value) for name, value in headers.items()},
         "outcome": InboxItem.Outcome.REJECTED if error else InboxItem.Outcome.RECEIVED,
-        "error": pan.mask_pans(error) if error else error,
+        "error": pan.mask_pans(error) if error is not None else None,
         "results": [],
         "processed_at": now if error else None,
         **{outcome.value: 0 for outcome in Outcome},
