@@ -111,7 +111,7 @@ def _prepared(model_field: Field[Any, Any], value: Any) -> Any:
 def _insert_sql(wake: bool) -> str:
     quote = connection.ops.quote_name
     table = quote(InboxItem._meta.db_table)
-    columns = ", ".join(quote(f.column) for f in _STORED_FIELDS)
+    columns = ", ".join(quote(str(f.column)) for f in _STORED_FIELDS)
     placeholders = ", ".join(["%s"] * len(_STORED_FIELDS))
     insert = f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {quote('id')}"
     if not wake:
