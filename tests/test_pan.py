@@ -20,7 +20,7 @@ from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import ISSUER, NOTIFY_URL, make_operation, make_order, run_command, staff
+from tests.conftest import ISSUER, NOTIFY_URL, drain, make_operation, make_order, run_command, staff
 from tests.sandbox_fixtures import card
 from tracker import pan, roles
 from tracker.d1.schema import BadPayload, parse_operation
@@ -245,6 +245,7 @@ def test_a_card_number_sent_through_every_door_is_found_nowhere(
         }
     ).encode()
     assert _notify(client, bearer, body, **{"X-Correlation-Id": VISA}).status_code == 204
+    drain()
     item = InboxItem.objects.get()
     assert item.quarantined == 3
     assert {entry.get("field") for entry in item.results} >= {"operations[1].cardId"}
