@@ -42,6 +42,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "tracker.ops.logs.CorrelationMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "tracker.middleware.RefuseNulMiddleware",
@@ -351,3 +352,59 @@ TRACKER_RECONCILE_RECHECK_AFTER = env.duration("TRACKER_RECONCILE_RECHECK_AFTER"
 TRACKER_RECONCILE_STALL_TIMEOUT = env.duration("TRACKER_RECONCILE_STALL_TIMEOUT", "2m")
 # A sweep silent for this long has died: its cards go back to the pool for the next one.
 TRACKER_RECONCILE_CLAIM_TIMEOUT = env.duration("TRACKER_RECONCILE_CLAIM_TIMEOUT", "5m")
+
+# --- Operations: alerts, health, metrics, logs, retention (docs/operations.md) ---------------
+
+# Alert thresholds until an administrator edits them (AlertRule rows), as kind=number pairs.
+TRACKER_ALERT_THRESHOLDS = env.counts(
+    "TRACKER_ALERT_THRESHOLDS",
+    (
+        "sweep_drift", "queue_size", "late_count", "issuer_silent",
+        "breaker_open", "apply_lag", "task_backlog", "auth_failures",
+    ),
+)  # fmt: skip
+TRACKER_ALERT_EMAILS = env.csv("TRACKER_ALERT_EMAILS")
+TRACKER_ALERT_WEBHOOK_URL = env.string("TRACKER_ALERT_WEBHOOK_URL")
+TRACKER_ALERT_FROM_EMAIL = env.string("TRACKER_ALERT_FROM_EMAIL", "tracker@localhost")
+# Django's mail: SMTP by default; the demo writes messages to files under var/mail.
+_EMAIL_BACKEND = env.string("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+if _EMAIL_BACKEND.endswith("smtp.EmailBackend"):
+    _EMAIL_OPTIONS = {
+        "host": env.string("DJANGO_EMAIL_HOST", "localhost"),
+        "port": env.integer("DJANGO_EMAIL_PORT", 25, minimum=1),
+        "username": env.string("DJANGO_EMAIL_HOST_USER"),
+        "password": env.string("DJANGO_EMAIL_HOST_PASSWORD"),
+        "use_tls": env.boolean("DJANGO_EMAIL_USE_TLS", False),
+        "timeout": 10,
+    }
+elif _EMAIL_BACKEND.endswith("filebased.EmailBackend"):
+    _EMAIL_OPTIONS = {"file_path": env.string("DJANGO_EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))}
+else:
+    _EMAIL_OPTIONS = {}
+MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND, "OPTIONS": _EMAIL_OPTIONS}}
+
+# /healthz answers 503 past these limits (0 turns a check off).
+TRACKER_HEALTH_MAX_TASK_BACKLOG = env.integer("TRACKER_HEALTH_MAX_TASK_BACKLOG", 5000)
+TRACKER_HEALTH_MAX_APPLY_LAG = env.optional_duration("TRACKER_HEALTH_MAX_APPLY_LAG", "10m")
+TRACKER_HEALTH_SWEEP_WITHIN = env.optional_duration("TRACKER_HEALTH_SWEEP_WITHIN", "off")
+
+# /metrics: a bearer token, or (unset) only from these networks.
+TRACKER_METRICS_TOKEN = env.string("TRACKER_METRICS_TOKEN")
+TRACKER_METRICS_NETWORKS = env.ip_networks("TRACKER_METRICS_NETWORKS", "127.0.0.1/32,::1/128")
+
+# One JSON object per log line instead of plain text.
+TRACKER_LOG_JSON = env.boolean("TRACKER_LOG_JSON", False)
+if TRACKER_LOG_JSON:
+    LOGGING["formatters"]["plain"] = {"()": "tracker.ops.logs.JsonFormatter"}
+LOGGING["handlers"]["console"]["filters"] = ["context"]
+LOGGING["filters"] = {"context": {"()": "tracker.ops.logs.ContextFilter"}}
+
+# Retention (`manage.py purge`): ages per kind of data; 0 keeps that kind forever.
+TRACKER_RETAIN_INBOX_BODIES = env.optional_duration("TRACKER_RETAIN_INBOX_BODIES", "30d")
+TRACKER_RETAIN_EVENT_RAW = env.optional_duration("TRACKER_RETAIN_EVENT_RAW", "180d")
+TRACKER_RETAIN_LOOKUP_AUDIT = env.optional_duration("TRACKER_RETAIN_LOOKUP_AUDIT", "90d")
+TRACKER_RETAIN_TASK_RESULTS = env.optional_duration("TRACKER_RETAIN_TASK_RESULTS", "7d")
+TRACKER_RETAIN_SWEEPS = env.optional_duration("TRACKER_RETAIN_SWEEPS", "90d")
+TRACKER_RETAIN_ALERTS = env.optional_duration("TRACKER_RETAIN_ALERTS", "365d")
+TRACKER_RETAIN_TERMINAL_ORDERS = env.optional_duration("TRACKER_RETAIN_TERMINAL_ORDERS", "off")
+TRACKER_PURGE_BATCH = env.integer("TRACKER_PURGE_BATCH", 5000, minimum=1)
