@@ -140,7 +140,11 @@ def test_healthz_answers_503_when_the_database_fails(client):
     with connection.execute_wrapper(failing):
         response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "database": "unavailable"}
+    assert response.json() == {
+        "status": "unavailable",
+        "database": "unavailable",
+        "failing": ["database"],
+    }
 
 
 def test_healthz_still_answers_when_the_shared_cache_is_down(client, settings):
@@ -161,7 +165,9 @@ def test_healthz_shows_the_d1_breaker(client, settings):
     assert client.get("/healthz").json()["d1"]["breaker"]["state"] == "closed"
     for _ in range(settings.D1_BREAKER_THRESHOLD):
         breaker.record_failure(None)
-    opened = client.get("/healthz").json()["d1"]["breaker"]
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    opened = response.json()["d1"]["breaker"]
     assert opened["state"] == "open"
     assert opened["failures"] == settings.D1_BREAKER_THRESHOLD
     cache.clear()

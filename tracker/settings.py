@@ -194,7 +194,7 @@ if not DEBUG:
     # Behind a TLS-terminating reverse proxy (README, "Deploy").
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.boolean("DJANGO_SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$"]
     SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -378,7 +378,9 @@ if _EMAIL_BACKEND.endswith("smtp.EmailBackend"):
         "timeout": 10,
     }
 elif _EMAIL_BACKEND.endswith("filebased.EmailBackend"):
-    _EMAIL_OPTIONS = {"file_path": env.string("DJANGO_EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))}
+    _EMAIL_OPTIONS = {
+        "file_path": env.string("DJANGO_EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+    }
 else:
     _EMAIL_OPTIONS = {}
 MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND, "OPTIONS": _EMAIL_OPTIONS}}

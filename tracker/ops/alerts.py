@@ -161,11 +161,7 @@ def _sweep_drift(threshold: int, now: datetime) -> list[Observation]:
 
 def _queue_size(threshold: int, now: datetime) -> list[Observation]:
     total = signals.queue_sizes(now)["total"]
-    return [
-        Observation(
-            total, total > threshold, _("%(n)d orders need attention.") % {"n": total}
-        )
-    ]
+    return [Observation(total, total > threshold, _("%(n)d orders need attention.") % {"n": total})]
 
 
 def _late_count(threshold: int, now: datetime) -> list[Observation]:
@@ -214,8 +210,7 @@ def _apply_lag(threshold: int, now: datetime) -> list[Observation]:
         Observation(
             round(lag),
             lag > threshold,
-            _("The oldest unprocessed notification is %(seconds)d seconds old.")
-            % {"seconds": lag},
+            _("The oldest unprocessed notification is %(seconds)d seconds old.") % {"seconds": lag},
         )
     ]
 

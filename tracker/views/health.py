@@ -16,6 +16,7 @@ from django.views.decorators.vary import vary_on_headers
 from tracker import queries, serialize, sweep
 from tracker.d1 import client
 from tracker.models import Sweep
+from tracker.ops import health as ops_health
 from tracker.views import HtmxHttpRequest
 
 logger = logging.getLogger(__name__)
@@ -96,24 +97,33 @@ def delivery(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    """No login, no secrets, no card data: database, D1 breaker, deliveries per issuer, and
-    the last reconciliation sweep."""
+    """No login, no secrets, no card data: readiness checks (503 naming the failing ones,
+    tracker/ops/health.py), D1 breaker, deliveries per issuer, and the last sweep."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         health = _cached_delivery_health()
         last_sweep = next(iter(sweep.recent(1)), None)
+        breaker = _breaker()
+        checks = {"database": ops_health.Check(True), **ops_health.checks(breaker)}
     except DatabaseError as e:
         logger.warning("healthz: database unavailable: %s", e.__class__.__name__)
-        return JsonResponse({"status": "unavailable", "database": "unavailable"}, status=503)
+        return JsonResponse(
+            {"status": "unavailable", "database": "unavailable", "failing": ["database"]},
+            status=503,
+        )
     now = timezone.now()
+    failing = [name for name, check in checks.items() if not check.ok]
     return JsonResponse(
         {
-            "status": "ok",
+            "status": "failing" if failing else "ok",
+            "failing": failing,
+            "checks": {name: check.as_json() for name, check in checks.items()},
             "database": "ok",
-            "d1": {"breaker": _breaker()},
+            "d1": {"breaker": breaker},
             "notifications": {h.issuer_id: _issuer_json(h, now) for h in health.issuers},
             "tokenEndpoint": {"authFailures24h": health.token_auth_failures},
             "reconcile": {"lastSweep": _sweep_json(last_sweep)},
-        }
+        },
+        status=503 if failing else 200,
     )
