@@ -89,9 +89,8 @@ def evaluate(now: datetime | None = None) -> Result:
                     last_seen_at=now, last_value=observation.value
                 )
         for subject, alert in open_alerts.items():
-            if subject not in holding:
-                if _resolve(alert, now):
-                    result.resolved.append(alert)
+            if subject not in holding and _resolve(alert, now):
+                result.resolved.append(alert)
     for alert in result.fired:
         _send(alert, resolved=False)
     for alert in result.resolved:

@@ -109,7 +109,9 @@ class ContextFilter(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
+            # Formatters print exc_text when exc_info is gone: only the masked text is left.
             record.exc_text = scrub(record.exc_text)
+            record.exc_info = None
         return True
 
 
@@ -127,6 +129,8 @@ class JsonFormatter(_JsonFormatter):
     def add_fields(self, log_record: dict, record: logging.LogRecord, message_dict: dict) -> None:
         super().add_fields(log_record, record, message_dict)
         log_record["correlation_id"] = getattr(record, "correlation_id", "-")
+        if record.exc_text:
+            log_record["exc_info"] = record.exc_text
 
 
 class CorrelationMiddleware:
