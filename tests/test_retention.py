@@ -193,7 +193,8 @@ def _insert_orders(now) -> None:
             f"""INSERT INTO {InboxItem._meta.db_table}
                 (issuer_id, received_at, body, headers, outcome, error, results, applied,
                  duplicate, stale, unrecognized, conflict, quarantined, ignored)
-            SELECT %(issuer)s, %(now)s - (CASE WHEN g %% 2 = 0 THEN 40 ELSE 1 END) * interval '1 day',
+            SELECT %(issuer)s,
+                   %(now)s - (CASE WHEN g %% 2 = 0 THEN 40 ELSE 1 END) * interval '1 day',
                    convert_to('{{"operations": []}}', 'UTF8'), '{{}}', 'processed', '', '[]',
                    1, 0, 0, 0, 0, 0, 0
             FROM generate_series(1, {ORDERS}) AS g""",
