@@ -160,6 +160,7 @@ def test_healthz_still_answers_when_the_shared_cache_is_down(client, settings):
     assert response.json()["d1"] == {"breaker": "unknown"}
 
 
+@pytest.mark.cache
 def test_healthz_shows_the_d1_breaker(client, settings):
     cache.clear()
     assert client.get("/healthz").json()["d1"]["breaker"]["state"] == "closed"

@@ -41,6 +41,7 @@ def fresh_cache():
     cache.clear()
 
 
+@pytest.mark.cache
 def test_the_state_series_are_exposed(client, settings):
     now = timezone.now()
     InboxItem.objects.create(issuer_id=ISSUER, body=b"{}", outcome="processed", applied=3)
@@ -87,6 +88,7 @@ def test_d1_calls_are_counted_by_result_with_their_latency(client, d1):
     assert ("tracker_d1_call_seconds_bucket", (call, ("le", "+Inf"))) in after
 
 
+@pytest.mark.cache
 def test_background_calls_record_their_wait_for_the_budget(client, d1):
     before = scrape(client).get(("tracker_d1_budget_wait_seconds_count", ()), 0)
     d1.seed(card("crd-metrics-2", stage="CARD_PROD_READY"))

@@ -43,6 +43,7 @@ def test_a_healthy_instance_answers_200_with_every_check(client):
     assert all(check["ok"] for check in checks.values())
 
 
+@pytest.mark.cache
 def test_an_open_breaker_fails_readiness(client, settings):
     for _ in range(settings.D1_BREAKER_THRESHOLD):
         breaker.record_failure(None)

@@ -202,6 +202,7 @@ def test_limit_and_issuer_bound_the_sweep(d1, inline, settings):
 # --- Stopping early -------------------------------------------------------------------------
 
 
+@pytest.mark.cache
 @pytest.mark.django_db
 def test_the_breaker_stops_the_sweep_and_the_next_run_resumes(d1, inline, settings):
     settings.D1_BACKGROUND_RETRIES = 0
@@ -482,6 +483,7 @@ def finished(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str,
     return process.returncode, out, err
 
 
+@pytest.mark.cache
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_keep_to_the_rate_budget_in_every_second(
     d1, d1_key, sandbox, database_url, workers
