@@ -300,3 +300,49 @@ def test_the_alerts_command_prints_what_fired_and_resolved(mailbox, webhook):
     code, out, _ = run_command("alerts")
     assert out.strip() == "RESOLVED late_count"
     assert AlertEvent.objects.filter(kind="resolved").count() == 1
+
+
+# --- The admin site ---------------------------------------------------------------------------
+
+
+def test_supervisors_read_alerts_and_their_history_but_change_nothing(client, mailbox, webhook):
+    from tests.conftest import staff
+    from tracker import roles
+
+    _only(Kind.LATE_COUNT, 0)
+    _late_on()
+    [alert] = alerts.evaluate().fired
+    client.force_login(staff(roles.SUPERVISORS))
+    page = client.get(f"/admin/tracker/alert/{alert.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert alert.summary in html and "ops@example.test, oncall@example.test" in html
+    assert 'name="_save"' not in html
+    rules = client.get("/admin/tracker/alertrule/")
+    assert rules.status_code == 200 and 'name="form-0-threshold"' not in rules.content.decode()
+    rule = AlertRule.objects.get(kind=Kind.LATE_COUNT)
+    change = client.post(
+        f"/admin/tracker/alertrule/{rule.pk}/change/", {"threshold": 5, "enabled": "on"}
+    )
+    assert change.status_code == 403
+    assert AlertRule.objects.get(kind=Kind.LATE_COUNT).threshold == 0
+
+
+def test_administrators_edit_thresholds_and_nobody_deletes_alerts(client):
+    from tests.conftest import staff
+    from tracker import roles
+
+    client.force_login(staff(roles.ADMINISTRATORS))
+    page = client.get("/admin/tracker/alertrule/")
+    assert page.status_code == 200
+    assert AlertRule.objects.count() == len(Kind)  # listed from the start
+    rule = AlertRule.objects.get(kind=Kind.QUEUE_SIZE)
+    response = client.post(
+        f"/admin/tracker/alertrule/{rule.pk}/change/", {"threshold": 42, "enabled": "on"}
+    )
+    assert response.status_code == 302
+    assert AlertRule.objects.get(kind=Kind.QUEUE_SIZE).threshold == 42
+    alert = Alert.objects.create(
+        rule=Kind.QUEUE_SIZE, threshold=1, value=2, last_value=2, summary="s"
+    )
+    assert client.post(f"/admin/tracker/alert/{alert.pk}/delete/").status_code == 403

@@ -6,9 +6,9 @@ Administrators change data here, supervisors see it read-only, agents have no ac
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from tracker.admin import inbox, orders, records, users
+from tracker.admin import alerts, inbox, orders, records, users
 
 admin.site.site_header = _("Tracker administration")
 admin.site.site_title = _("Tracker administration")
 
-__all__ = ["inbox", "orders", "records", "users"]
+__all__ = ["alerts", "inbox", "orders", "records", "users"]
