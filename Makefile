@@ -83,7 +83,7 @@ messages: venv
 
 demo: venv
 	@mkdir -p var
-	DJANGO_DEBUG=1 $(PY) manage.py demo
+	DJANGO_DEBUG=1 $(PY) manage.py demo $(DEMO_ARGS)
 
 bench: venv postgres
 	DJANGO_DEBUG=1 $(PY) manage.py bench $(BENCH_ARGS)
