@@ -107,7 +107,9 @@ class Command(BaseCommand):
             ("sandbox", sandbox),
             ("worker-1", worker),
             ("worker-2", worker),
-            ("reconcile", ["reconcile", f"--every={RECONCILE_EVERY}"]),
+            # Every open order, not only silent ones: at the sandbox's speed the orders whose
+            # notification it dropped are found within minutes, and the sweep-drift alert fires.
+            ("reconcile", ["reconcile", f"--every={RECONCILE_EVERY}", "--all-open"]),
         ]
 
     def _seed_sandbox(self, process: subprocess.Popen) -> None:
