@@ -116,7 +116,8 @@ def _fire(rule: AlertRule, observation: Observation, now: datetime) -> Alert | N
             )
     except IntegrityError:
         return None  # another evaluator opened it a moment ago and sends the message
-    logger.warning("alert %s %s fired: %s", rule.kind, observation.subject, observation.summary)
+    about = f" {observation.subject}" if observation.subject else ""
+    logger.warning("alert %s%s fired: %s", rule.kind, about, observation.summary)
     return alert
 
 
@@ -128,7 +129,7 @@ def _resolve(alert: Alert, now: datetime) -> bool:
             AlertEvent.objects.create(alert=alert, at=now, kind=AlertEvent.Kind.RESOLVED)
     alert.resolved_at = now
     if closed:
-        logger.info("alert %s %s resolved", alert.rule, alert.subject)
+        logger.info("alert %s%s resolved", alert.rule, f" {alert.subject}" if alert.subject else "")
     return bool(closed)
 
 
