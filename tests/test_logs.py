@@ -119,3 +119,24 @@ def test_ordinary_numbers_are_left_alone():
         "inbox 1234 applied 4111111111111112 cards"
     )
     assert logs.scrub("tracking 1Z999AA10123456784") == "tracking 1Z999AA10123456784"
+
+
+def test_one_setting_turns_every_line_into_json(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    program = (
+        "import django, logging; django.setup();"
+        f" logging.getLogger('tracker.example').warning('card %s', '{PAN}')"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tracker.settings", "DJANGO_DEBUG": "1"}
+    plain = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True)
+    env["TRACKER_LOG_JSON"] = "1"
+    structured = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True
+    )
+    assert plain.stderr.rstrip().endswith(f"WARNING tracker.example card {logs.PAN_MASK}")
+    line = json.loads(structured.stderr.strip().splitlines()[-1])
+    assert line["message"] == f"card {logs.PAN_MASK}" and line["correlation_id"] == "-"
+    assert (line["level"], line["logger"]) == ("WARNING", "tracker.example")

@@ -54,10 +54,10 @@ def test_the_state_series_are_exposed(client, settings):
         breaker.record_failure(None)
 
     samples = scrape(client)
-    assert samples[("tracker_notifications", (("outcome", "processed"),))] == 1
-    assert samples[("tracker_notifications", (("outcome", "rejected"),))] == 1
-    assert samples[("tracker_notifications", (("outcome", "received"),))] == 1
-    assert samples[("tracker_notification_operations", (("verdict", "applied"),))] == 3
+    assert samples[("tracker_notifications_24h", (("outcome", "processed"),))] == 1
+    assert samples[("tracker_notifications_24h", (("outcome", "rejected"),))] == 1
+    assert samples[("tracker_notifications_24h", (("outcome", "received"),))] == 1
+    assert samples[("tracker_notification_operations_24h", (("verdict", "applied"),))] == 3
     assert samples[("tracker_d1_breaker_state", (("state", "open"),))] == 1
     assert samples[("tracker_d1_breaker_state", (("state", "closed"),))] == 0
     assert samples[("tracker_queue_orders", (("reason", "late"),))] == 1
@@ -138,3 +138,14 @@ def test_counters_from_several_processes_are_added_up(tmp_path):
     call = ("call", "productionStatus")
     assert samples[("tracker_d1_calls_total", (call, ("result", "ok")))] == 6
     assert samples[("tracker_d1_call_seconds_count", (call,))] == 6
+
+
+def test_metrics_answer_503_while_the_database_fails(client):
+    from django.db import OperationalError, connection
+
+    def failing(execute, sql, params, many, context):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    with connection.execute_wrapper(failing):
+        response = client.get("/metrics")
+    assert response.status_code == 503

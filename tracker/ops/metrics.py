@@ -104,14 +104,14 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = snapshot()
         yield _gauge(
-            "tracker_notifications",
-            "Notification bodies received from D1 and kept, by outcome.",
+            "tracker_notifications_24h",
+            "Notification bodies received from D1 in the last 24 hours, by outcome.",
             ["outcome"],
             s["notifications"],
         )
         yield _gauge(
-            "tracker_notification_operations",
-            "Operations in the notifications kept, by verdict.",
+            "tracker_notification_operations_24h",
+            "Operations in the notifications of the last 24 hours, by verdict.",
             ["verdict"],
             s["operations"],
         )

@@ -1,15 +1,19 @@
 """Endpoints for machines: liveness (/livez) and Prometheus metrics (/metrics)."""
 
 import ipaddress
+import logging
 import secrets
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from tracker.ops import metrics
+
+logger = logging.getLogger(__name__)
 
 
 @login_not_required
@@ -39,5 +43,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text format; a bearer token (TRACKER_METRICS_TOKEN) or an allowed network."""
     if not _allowed(request):
         return HttpResponse("forbidden\n", status=403, content_type="text/plain")
-    body, content_type = metrics.exposition(request.headers.get("Accept", ""))
+    try:
+        body, content_type = metrics.exposition(request.headers.get("Accept", ""))
+    except DatabaseError as e:
+        logger.warning("metrics: database unavailable: %s", type(e).__name__)
+        return HttpResponse("database unavailable\n", status=503, content_type="text/plain")
     return HttpResponse(body, content_type=content_type)
