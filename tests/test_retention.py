@@ -108,6 +108,7 @@ def test_each_kind_goes_at_its_own_age(ages):
     assert LookupAudit.objects.count() == 1
     assert Sweep.objects.count() == 1 and Alert.objects.get().rule == "queue_size"
     assert not CardOrder.objects.filter(card_id="crd-done").exists()
+    assert not CardOrder.history.filter(card_id="crd-done").exists()  # no removal recorded
     [archived] = [json.loads(line) for line in archive.getvalue().splitlines()]
     assert (archived["cardId"], archived["history"][0]["stage"]) == ("crd-done", "CARD_SHIPPED")
 

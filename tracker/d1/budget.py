@@ -39,10 +39,14 @@ def acquire(name: str = "d1", rate: float | None = None) -> float:
     rate = rate or settings.D1_MAX_RPS
     interval = 1.0 / (rate * _HEADROOM)
     server = _redis()
+    asked = time.monotonic()
     slot, now = (
         _reserve_in_redis(server, name, interval) if server else _reserve_in_db(name, interval)
     )
-    wait = max(0.0, slot - now)
+    # The server read its clock while this process waited for the answer: what has passed
+    # since is already part of the wait (a busy process that got its answer late must not
+    # send late, bunching with the next caller).
+    wait = max(0.0, slot - now - (time.monotonic() - asked))
     if wait:
         time.sleep(wait)
     return wait

@@ -43,6 +43,7 @@ from tracker.models import (
     LookupAudit,
     LookupAuditDay,
     Sweep,
+    SweepClaim,
     TimelineEvent,
 )
 
@@ -257,8 +258,17 @@ def _terminal_orders(cutoff: datetime, batch: int, archive: IO[str] | None) -> i
             return 0
         TimelineEvent.objects.filter(order_id__in=ids).delete()
         Acknowledgement.objects.filter(order_id__in=ids).delete()
+        SweepClaim.objects.filter(order_id__in=ids).delete()
         history.objects.filter(id__in=ids).delete()
-        return CardOrder.objects.filter(pk__in=ids).delete()[1].get("tracker.CardOrder", 0)
+        # One DELETE, not Model.delete(): the correction history would record each removal as
+        # a new row, one INSERT per order (its dependents are gone already).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {CardOrder._meta.db_table}"
+                f" WHERE id IN ({', '.join(['%s'] * len(ids))})",
+                ids,
+            )
+            return cursor.rowcount
 
     return _in_batches(CardOrder, batch, drop)
 
