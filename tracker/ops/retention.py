@@ -270,9 +270,7 @@ def _terminal_orders(cutoff: datetime, batch: int, archive: IO[str] | None) -> i
             )
             return cursor.rowcount
 
-    # An order brings its timeline along (a handful of events each): fewer ids per range keep
-    # each transaction as short as the other kinds'.
-    return _in_batches(CardOrder, max(1, batch // 5), drop)
+    return _in_batches(CardOrder, batch, drop)
 
 
 def open_archive(path: str) -> IO[str]:
