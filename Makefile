@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 DB ?= postgres
 PG_URL ?= postgres://postgres@127.0.0.1:5432/tracker
 PYTEST_ARGS ?=
+# The tests of what lives in the shared cache run again against Redis (make test-redis).
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/1
 
 ifeq ($(DB),sqlite)
 TEST_DATABASE_URL := sqlite:///var/test.sqlite3
@@ -12,7 +14,7 @@ else
 TEST_DATABASE_URL := $(PG_URL)
 endif
 
-.PHONY: demo test lint check-templates format-templates messages bench venv chromium axe postgres clean lock
+.PHONY: demo test test-redis lint check-templates format-templates messages bench venv chromium axe postgres clean lock
 
 # The exact, hashed versions of requirements/dev.txt (make lock), then the app itself.
 $(VENV)/.installed: pyproject.toml requirements/dev.txt
@@ -72,6 +74,10 @@ test: venv chromium axe postgres
 	@mkdir -p var test-artifacts
 	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
+test-redis: venv postgres
+	@mkdir -p var
+	REDIS_URL=$(REDIS_TEST_URL) DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -m cache $(PYTEST_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
@@ -109,7 +115,7 @@ messages: venv
 
 demo: venv
 	@mkdir -p var
-	DJANGO_DEBUG=1 $(PY) manage.py demo
+	DJANGO_DEBUG=1 $(PY) manage.py demo $(DEMO_ARGS)
 
 bench: venv postgres
 	DJANGO_DEBUG=1 $(PY) -m bench $(BENCH_ARGS)

@@ -106,6 +106,16 @@ def run_command(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def _empty_shared_cache() -> None:
+    """With REDIS_URL the cache outlives each test's transaction: start every test from empty
+    (the database cache is emptied by the rollback)."""
+    if settings.REDIS_URL:
+        from django.core.cache import cache
+
+        cache.clear()
+
+
 @pytest.fixture
 def on_postgres() -> None:
     if connection.vendor != "postgresql":

@@ -415,6 +415,7 @@ def test_each_role_holds_exactly_its_permissions():
         "tracker.import_orders",
         "tracker.change_inboxitem",
         "tracker.change_threshold",
+        "tracker.change_alertrule",
         "auth.add_user",
         "auth.change_user",
     }

@@ -132,7 +132,8 @@ def test_apply_lag_shows_on_healthz_and_makes_it_not_ready(client, bearer, setti
     health = client.get("/healthz")
     assert health.status_code == 503
     body = health.json()
-    assert body["status"] == "behind"
+    assert body["status"] == "failing"
+    assert body["failing"] == ["apply_lag"]
     assert body["applier"]["pending"] == 1
     assert body["applier"]["lagSeconds"] >= 90
     assert body["applier"]["ready"] is False

@@ -7,7 +7,8 @@ from django.core.cache import cache
 from tracker import roles
 from tracker.permission_cache import _key
 
-pytestmark = pytest.mark.django_db
+# The shared cache holds what these tests exercise: run again with REDIS_URL (make test-redis).
+pytestmark = [pytest.mark.django_db, pytest.mark.cache]
 
 CARD_PAGE = "/cards/ISS7K2M40Q/crd-nobody/"
 

@@ -31,7 +31,8 @@ from tracker.d1.client import (
     reset_clients,
 )
 
-pytestmark = pytest.mark.django_db
+# The shared cache holds what these tests exercise: run again with REDIS_URL (make test-redis).
+pytestmark = [pytest.mark.django_db, pytest.mark.cache]
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRELATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

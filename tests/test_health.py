@@ -157,12 +157,15 @@ def test_healthz_still_answers_when_the_shared_cache_is_down(client, settings):
     assert response.json()["d1"] == {"breaker": "unknown"}
 
 
+@pytest.mark.cache
 def test_healthz_shows_the_d1_breaker(client, settings):
     cache.clear()
     assert client.get("/healthz").json()["d1"]["breaker"]["state"] == "closed"
     for _ in range(settings.D1_BREAKER_THRESHOLD):
         breaker.record_failure(None)
-    opened = client.get("/healthz").json()["d1"]["breaker"]
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    opened = response.json()["d1"]["breaker"]
     assert opened["state"] == "open"
     assert opened["failures"] == settings.D1_BREAKER_THRESHOLD
     cache.clear()

@@ -190,6 +190,7 @@ def test_when_d1_hangs_the_answer_comes_within_the_budget(agent_client, d1, sett
     assert audits()[-1] == (CARD, "refresh", "d1_unavailable")
 
 
+@pytest.mark.cache
 def test_when_the_breaker_is_open_d1_is_not_asked_and_the_banner_says_why(
     agent_client, d1, settings
 ):

@@ -127,6 +127,7 @@ def grants(rate: float, callers: int, each: int, name: str) -> list[float]:
     return sorted(moments)
 
 
+@pytest.mark.cache
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("store", ["database", "redis"])
 def test_the_rate_budget_holds_in_every_one_second_window(settings, store):

@@ -204,6 +204,7 @@ def test_limit_and_issuer_bound_the_sweep(d1, inline, settings):
 # --- Stopping early -------------------------------------------------------------------------
 
 
+@pytest.mark.cache
 @pytest.mark.django_db
 def test_the_breaker_stops_the_sweep_and_the_next_run_resumes(d1, inline, settings):
     settings.D1_BACKGROUND_RETRIES = 0
@@ -484,6 +485,7 @@ def finished(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str,
     return process.returncode, out, err
 
 
+@pytest.mark.cache
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_keep_to_the_rate_budget_in_every_second(
     d1, d1_key, sandbox, database_url, workers
@@ -553,3 +555,15 @@ def test_two_sweeps_at_once_never_check_a_card_twice(d1, d1_key, sandbox, databa
     assert sum(record.queued for record in records) == cards
     assert sorted(polled(d1).values()) == [1] * cards
     assert not SweepClaim.objects.exists()
+
+
+@pytest.mark.django_db
+def test_every_open_order_is_a_candidate_when_asked_not_only_silent_ones():
+    from tests.conftest import make_order
+
+    now = timezone.now()
+    silent = make_order(card_id="crd-all-1", silent_after=now - timedelta(hours=1))
+    quiet = make_order(card_id="crd-all-2", silent_after=now + timedelta(hours=3))
+    make_order(card_id="crd-all-3", terminal=True)
+    assert list(sweep.candidates(now)) == [silent]
+    assert set(sweep.candidates(now, every_open=True)) == {silent, quiet}

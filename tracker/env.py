@@ -178,3 +178,22 @@ def header_name(name: str, default: str) -> str:
             f"{name} must be an HTTP header name like X-Name (got {value!r})"
         )
     return value
+
+
+def optional_duration(name: str, default: str) -> int:
+    """A duration setting that `0` or `off` turns off (returns 0)."""
+    if string(name, default).strip().lower() in ("0", "off"):
+        return 0
+    return duration(name, default)
+
+
+def counts(name: str, allowed: tuple[str, ...]) -> dict[str, int]:
+    """`key=N,key=N` with keys among `allowed` and whole numbers ≥ 0."""
+    result = {}
+    for key, value in mapping(name).items():
+        if key not in allowed:
+            raise ImproperlyConfigured(f"{name}: {key!r} is not one of {', '.join(allowed)}")
+        if not value.isdigit():
+            raise ImproperlyConfigured(f"{name}: {key}={value!r} is not a whole number")
+        result[key] = int(value)
+    return result

@@ -578,3 +578,121 @@ class ExportAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} ({self.rows} rows)"
+
+
+class AlertRule(models.Model):
+    """One alert condition and its threshold (tracker/ops/alerts.py); administrators edit it."""
+
+    class Kind(models.TextChoices):
+        SWEEP_DRIFT = "sweep_drift", _("Sweep repaired more cards than (cards)")
+        QUEUE_SIZE = "queue_size", _("Orders needing attention above (orders)")
+        LATE_COUNT = "late_count", _("Late orders above (orders)")
+        ISSUER_SILENT = "issuer_silent", _("No notification from an issuer for (working hours)")
+        BREAKER_OPEN = "breaker_open", _("D1 circuit breaker open for (minutes)")
+        APPLY_LAG = "apply_lag", _("Oldest unprocessed notification older than (seconds)")
+        TASK_BACKLOG = "task_backlog", _("Tasks waiting for a worker above (tasks)")
+        AUTH_FAILURES = "auth_failures", _("Refused authentications in the last hour above")
+
+    kind = models.CharField(_("condition"), max_length=32, unique=True, choices=Kind.choices)
+    threshold = models.PositiveIntegerField(_("threshold"))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("alert rule")
+        verbose_name_plural = _("alert rules")
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} > {self.threshold}"
+
+
+class Alert(models.Model):
+    """One stretch of time during which a rule's condition held (for one issuer, if per issuer)."""
+
+    rule = models.CharField(_("condition"), max_length=32, choices=AlertRule.Kind.choices)
+    # The issuer for per-issuer conditions; blank otherwise.
+    subject = models.CharField(_("about"), max_length=64, blank=True)
+    started_at = models.DateTimeField(_("started"), default=timezone.now)
+    resolved_at = models.DateTimeField(_("resolved"), null=True, blank=True)
+    last_seen_at = models.DateTimeField(_("last seen"), default=timezone.now)
+    threshold = models.PositiveIntegerField(_("threshold"))
+    value = models.FloatField(_("value when it started"))
+    last_value = models.FloatField(_("last value"))
+    summary = models.TextField(_("summary"))
+
+    class Meta:
+        verbose_name = _("alert")
+        verbose_name_plural = _("alerts")
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            # While a condition holds there is one open alert for it: the de-duplication.
+            models.UniqueConstraint(
+                fields=["rule", "subject"],
+                condition=Q(resolved_at__isnull=True),
+                name="alert_one_open",
+            )
+        ]
+        indexes = [models.Index(fields=["-started_at", "-id"], name="alert_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.rule} {self.subject}".strip()
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None
+
+
+class AlertEvent(models.Model):
+    """What happened to an alert: it fired, it was sent (or could not be), it resolved."""
+
+    class Kind(models.TextChoices):
+        FIRED = "fired", _("fired")
+        RESOLVED = "resolved", _("resolved")
+        SENT = "sent", _("sent")
+        NOT_SENT = "not_sent", _("could not be sent")
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(_("time"), default=timezone.now)
+    kind = models.CharField(_("what"), max_length=16, choices=Kind.choices)
+    channel = models.CharField(_("channel"), max_length=16, blank=True)
+    detail = models.TextField(_("detail"), blank=True)
+
+    class Meta:
+        verbose_name = _("alert event")
+        verbose_name_plural = _("alert events")
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.alert} {self.kind}"
+
+
+class LookupAuditDay(models.Model):
+    """Lookup audit rows older than the retention age, added up per day: who read which card."""
+
+    day = models.DateField(_("day"))
+    username = models.CharField(_("username"), max_length=150)
+    issuer_id = models.CharField(_("issuer ID"), max_length=10)
+    card_id = models.CharField(_("card ID"), max_length=48)
+    action = models.CharField(_("action"), max_length=16, choices=LookupAudit.Action.choices)
+    outcome = models.CharField(_("outcome"), max_length=16, choices=LookupAudit.Outcome.choices)
+    count = models.PositiveIntegerField(_("count"))
+    first_at = models.DateTimeField(_("first"))
+    last_at = models.DateTimeField(_("last"))
+
+    class Meta:
+        verbose_name = _("lookup audit day")
+        verbose_name_plural = _("lookup audit (older, per day)")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "username", "issuer_id", "card_id", "action", "outcome"],
+                name="auditday_uniq",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["issuer_id", "card_id", "day"], name="auditday_card"),
+            models.Index(fields=["username", "day"], name="auditday_username"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.username} {self.action} {self.card_id} x{self.count}"

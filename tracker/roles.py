@@ -22,6 +22,7 @@ _ADMINISTRATOR_PERMISSIONS = {
     "import_orders",  # register orders from a CSV file
     "change_inboxitem",  # the replay action; a stored body is never edited
     "change_threshold",
+    "change_alertrule",  # alert thresholds, on and off
 }
 # Users are managed through their groups. The groups' permissions are defined here and set again
 # after every migrate: an edit in the admin site would be undone, and could grant deletion.

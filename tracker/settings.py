@@ -50,6 +50,7 @@ if DEBUG and importlib.util.find_spec("demo") is not None:
     INSTALLED_APPS.append("demo")
 
 MIDDLEWARE = [
+    "tracker.ops.logs.CorrelationMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "tracker.middleware.RefuseNulMiddleware",
@@ -279,7 +280,7 @@ if not DEBUG:
     # Behind a TLS-terminating reverse proxy (docs/deploy.md).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.boolean("DJANGO_SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$"]
     SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -465,3 +466,60 @@ TRACKER_APPLY_BATCH = env.integer("TRACKER_APPLY_BATCH", 100, minimum=1)
 TRACKER_APPLY_POLL = env.duration("TRACKER_APPLY_POLL", "1s")
 # Apply lag (age of the oldest body not applied yet) past which /healthz says not ready.
 TRACKER_APPLY_LAG_LIMIT = env.duration("TRACKER_APPLY_LAG_LIMIT", "60s")
+
+# --- Operations: alerts, health, metrics, logs, retention (docs/operations.md) ---------------
+
+# Alert thresholds until an administrator edits them (AlertRule rows), as kind=number pairs.
+TRACKER_ALERT_THRESHOLDS = env.counts(
+    "TRACKER_ALERT_THRESHOLDS",
+    (
+        "sweep_drift", "queue_size", "late_count", "issuer_silent",
+        "breaker_open", "apply_lag", "task_backlog", "auth_failures",
+    ),
+)  # fmt: skip
+TRACKER_ALERT_EMAILS = env.csv("TRACKER_ALERT_EMAILS")
+TRACKER_ALERT_WEBHOOK_URL = env.string("TRACKER_ALERT_WEBHOOK_URL")
+TRACKER_ALERT_FROM_EMAIL = env.string("TRACKER_ALERT_FROM_EMAIL", "tracker@localhost")
+# Django's mail: SMTP by default; the demo writes messages to files under var/mail.
+_EMAIL_BACKEND = env.string("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+if _EMAIL_BACKEND.endswith("smtp.EmailBackend"):
+    _EMAIL_OPTIONS = {
+        "host": env.string("DJANGO_EMAIL_HOST", "localhost"),
+        "port": env.integer("DJANGO_EMAIL_PORT", 25, minimum=1),
+        "username": env.string("DJANGO_EMAIL_HOST_USER"),
+        "password": env.string("DJANGO_EMAIL_HOST_PASSWORD"),
+        "use_tls": env.boolean("DJANGO_EMAIL_USE_TLS", False),
+        "timeout": 10,
+    }
+elif _EMAIL_BACKEND.endswith("filebased.EmailBackend"):
+    _EMAIL_OPTIONS = {
+        "file_path": env.string("DJANGO_EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+    }
+else:
+    _EMAIL_OPTIONS = {}
+MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND, "OPTIONS": _EMAIL_OPTIONS}}
+
+# /healthz answers 503 past these limits (0 turns a check off) and past TRACKER_APPLY_LAG_LIMIT.
+TRACKER_HEALTH_MAX_TASK_BACKLOG = env.integer("TRACKER_HEALTH_MAX_TASK_BACKLOG", 5000)
+TRACKER_HEALTH_SWEEP_WITHIN = env.optional_duration("TRACKER_HEALTH_SWEEP_WITHIN", "off")
+
+# /metrics: a bearer token, or (unset) only from these networks.
+TRACKER_METRICS_TOKEN = env.string("TRACKER_METRICS_TOKEN")
+TRACKER_METRICS_NETWORKS = env.ip_networks("TRACKER_METRICS_NETWORKS", "127.0.0.1/32,::1/128")
+
+# One JSON object per log line instead of plain text.
+TRACKER_LOG_JSON = env.boolean("TRACKER_LOG_JSON", False)
+if TRACKER_LOG_JSON:
+    LOGGING["formatters"]["plain"] = {"()": "tracker.ops.logs.JsonFormatter"}
+LOGGING["handlers"]["console"]["filters"] = ["context"]
+LOGGING["filters"] = {"context": {"()": "tracker.ops.logs.ContextFilter"}}
+
+# Retention (`manage.py purge`): ages per kind of data; 0 keeps that kind forever.
+TRACKER_RETAIN_INBOX_BODIES = env.optional_duration("TRACKER_RETAIN_INBOX_BODIES", "30d")
+TRACKER_RETAIN_EVENT_RAW = env.optional_duration("TRACKER_RETAIN_EVENT_RAW", "180d")
+TRACKER_RETAIN_LOOKUP_AUDIT = env.optional_duration("TRACKER_RETAIN_LOOKUP_AUDIT", "90d")
+TRACKER_RETAIN_TASK_RESULTS = env.optional_duration("TRACKER_RETAIN_TASK_RESULTS", "7d")
+TRACKER_RETAIN_SWEEPS = env.optional_duration("TRACKER_RETAIN_SWEEPS", "90d")
+TRACKER_RETAIN_ALERTS = env.optional_duration("TRACKER_RETAIN_ALERTS", "365d")
+TRACKER_RETAIN_TERMINAL_ORDERS = env.optional_duration("TRACKER_RETAIN_TERMINAL_ORDERS", "off")
+TRACKER_PURGE_BATCH = env.integer("TRACKER_PURGE_BATCH", 5000, minimum=1)

@@ -2,6 +2,7 @@ from django.urls import path, register_converter
 
 from tracker import notifications, pan
 from tracker.d1.schema import CARD_ID, ISSUER_ID
+from tracker.ops import views as ops_views
 from tracker.views import health, pages, queue
 
 app_name = "tracker"
@@ -49,6 +50,8 @@ urlpatterns = [
     path("stuck/<int:order_id>/acknowledge/", queue.queue_acknowledge, name="queue_acknowledge"),
     path("delivery/", health.delivery, name="delivery"),
     path("healthz", health.healthz, name="healthz"),
+    path("livez", ops_views.livez, name="livez"),
+    path("metrics", ops_views.metrics_view, name="metrics"),
     # D1-facing (REFERENCE §4): paths fixed by D1, their own authentication, no login.
     path(
         "notifications/d1/v2/issuers/<str:issuer_id>/cards",

@@ -10,12 +10,12 @@ from django.dispatch import receiver
 from django.utils.translation import gettext_lazy as _
 
 from tracker import pan
-from tracker.admin import inbox, orders, records, users
+from tracker.admin import alerts, inbox, orders, records, users
 
 admin.site.site_header = _("Tracker administration")
 admin.site.site_title = _("Tracker administration")
 
-__all__ = ["inbox", "orders", "records", "users"]
+__all__ = ["alerts", "inbox", "orders", "records", "users"]
 
 
 @receiver(pre_save, sender=LogEntry)

@@ -44,6 +44,7 @@ from tracker.d1.errors import (
     D1Unavailable,
 )
 from tracker.d1.schema import BadPayload, Operation, parse_status_response
+from tracker.ops import logs, metrics
 
 __all__ = [
     "D1BadResponse",
@@ -157,31 +158,37 @@ class D1Client:
     def _request(self, method: str, path: str, issuer_id: str, *, what: str) -> httpx.Response:
         """One call: breaker, token, retries; a 2xx response or a D1Error."""
         call = _Call(what=what, policy=_policy(self.profile))
+        # Every log line of the call carries its x-correlation-id (tracker/ops/logs.py).
+        with logs.correlated(call.correlation_id):
+            return self._call(method, path, issuer_id, call)
+
+    def _call(self, method: str, path: str, issuer_id: str, call: _Call) -> httpx.Response:
+        what = call.what
         try:
             ticket = breaker.admit(call.policy.budget)
         except D1BreakerOpen:
             call.outcome = "breaker open"
-            _log(call, logging.WARNING)
+            _log(call, logging.WARNING, "breaker_open")
             raise
         try:
             response = _checked(self._attempts(method, path, issuer_id, call), what)
         except D1Unavailable as e:
             breaker.record_failure(ticket)
             call.outcome = call.outcome if call.outcome != "-" else str(e)
-            _log(call, logging.WARNING)
+            _log(call, logging.WARNING, "unavailable")
             raise
         except (D1Answered, D1BadResponse) as e:
             breaker.record_success(ticket)
             call.outcome = call.outcome if call.outcome != "-" else str(e)
-            _log(call, logging.INFO)
+            _log(call, logging.INFO, _result(e))
             raise
         except BaseException as e:
             breaker.release(ticket)
             call.outcome = f"{type(e).__name__}: {e}"
-            _log(call, logging.ERROR)
+            _log(call, logging.ERROR, "error")
             raise
         breaker.record_success(ticket)
-        _log(call, logging.INFO)
+        _log(call, logging.INFO, "ok")
         return response
 
     def _attempts(self, method: str, path: str, issuer_id: str, call: _Call) -> httpx.Response:
@@ -223,7 +230,9 @@ class D1Client:
         if self.profile is Profile.BACKGROUND:
             # Every attempt of background work spends the shared D1_MAX_RPS budget; the wait
             # for a slot is ours, not D1's, so it does not count against the call's time budget.
-            call.started += budget.acquire()
+            waited = budget.acquire()
+            metrics.budget_wait(waited)
+            call.started += waited
         headers = {"authorization": f"Bearer {bearer}", "x-correlation-id": call.correlation_id}
         return self._http(method, url, call, headers=headers)
 
@@ -400,13 +409,21 @@ def _is_tls_failure(error: BaseException) -> bool:
     return False
 
 
-def _log(call: _Call, level: int) -> None:
+def _result(error: D1Error) -> str:
+    if isinstance(error, D1NotFound):
+        return "not_found"
+    return "rejected" if isinstance(error, D1Rejected) else "bad_response"
+
+
+def _log(call: _Call, level: int, result: str) -> None:
+    seconds = time.monotonic() - call.started
+    metrics.d1_call(call.what, result, seconds)
     logger.log(
         level,
         "D1 %s: %s after %d attempt(s) in %d ms (x-correlation-id %s)",
         call.what,
         call.outcome,
         call.attempts,
-        (time.monotonic() - call.started) * 1000,
+        seconds * 1000,
         call.correlation_id,
     )

@@ -44,11 +44,15 @@ POLL_SECONDS = 0.25  # how often the sweep looks at its workers' progress and th
 _HEARTBEAT_SECONDS = 5.0
 
 
-def candidates(now: datetime, issuer_id: str = "") -> QuerySet[CardOrder]:
-    """Orders whose news may be missing, most urgent first: late ones, then the longest overdue."""
+def candidates(now: datetime, issuer_id: str = "", every_open: bool = False) -> QuerySet[CardOrder]:
+    """Orders whose news may be missing, most urgent first: late ones, then the longest overdue.
+
+    `every_open`: every open order, silent or not (after D1 reported lost notifications).
+    """
     recheck_before = now - timedelta(seconds=settings.TRACKER_RECONCILE_RECHECK_AFTER)
+    silent = Q() if every_open else Q(silent_after__lte=now)
     orders = (
-        CardOrder.objects.filter(terminal=False, silent_after__lte=now)
+        CardOrder.objects.filter(silent, terminal=False)
         # A card D1 does not know is asked about again only once news of it arrived since.
         .filter(Q(unknown_to_d1=False) | Q(last_event_at__gt=F("last_checked_at")))
         .filter(Q(last_checked_at__isnull=True) | Q(last_checked_at__lt=recheck_before))
@@ -66,7 +70,11 @@ def recent(count: int = 5) -> list[Sweep]:
 
 
 def run(
-    *, issuer_id: str = "", limit: int | None = None, stop: threading.Event | None = None
+    *,
+    issuer_id: str = "",
+    limit: int | None = None,
+    stop: threading.Event | None = None,
+    every_open: bool = False,
 ) -> Sweep:
     """One sweep, to the end or until it must stop early; returns its record."""
     stop = stop or threading.Event()
@@ -74,14 +82,19 @@ def run(
     sweep = Sweep.objects.create(issuer_id=issuer_id, limit=limit)
     reason, detail = Sweep.Stop.INTERRUPTED, "the sweep failed; see the log"
     try:
-        reason, detail = _drive(sweep, stop)
+        reason, detail = _drive(sweep, stop, every_open)
     finally:
         _finish(sweep, reason, detail)
     return sweep
 
 
 def run_every(
-    interval: float, stop: threading.Event, *, issuer_id: str = "", limit: int | None = None
+    interval: float,
+    stop: threading.Event,
+    *,
+    issuer_id: str = "",
+    limit: int | None = None,
+    every_open: bool = False,
 ) -> Iterator[Sweep]:
     """A sweep every `interval` seconds (start to start; the first after one interval) until
     `stop` is set. A database error ends one sweep, not the loop."""
@@ -90,7 +103,7 @@ def run_every(
         next_at = time.monotonic() + interval
         close_old_connections()
         try:
-            yield run(issuer_id=issuer_id, limit=limit, stop=stop)
+            yield run(issuer_id=issuer_id, limit=limit, stop=stop, every_open=every_open)
         except DatabaseError:
             logger.exception("reconcile: the sweep failed; trying again in %ds", interval)
 
@@ -122,7 +135,7 @@ def wave_size() -> int:
     return max(ahead, settings.TRACKER_RECONCILE_BATCH)
 
 
-def _drive(sweep: Sweep, stop: threading.Event) -> tuple[str, str]:
+def _drive(sweep: Sweep, stop: threading.Event, every_open: bool = False) -> tuple[str, str]:
     """Claim and queue cards in waves until none are left; return why it stopped early, if so."""
     wave = wave_size()
     exhausted = False
@@ -142,7 +155,7 @@ def _drive(sweep: Sweep, stop: threading.Event) -> tuple[str, str]:
             room = wave - outstanding
             if sweep.limit is not None:
                 room = min(room, sweep.limit - sweep.queued)
-            claimed, found = _claim(sweep, room) if room > 0 else ([], False)
+            claimed, found = _claim(sweep, room, every_open) if room > 0 else ([], False)
             exhausted = not found
             if claimed:
                 _enqueue(sweep, claimed)
@@ -162,10 +175,11 @@ def _drive(sweep: Sweep, stop: threading.Event) -> tuple[str, str]:
         stop.wait(POLL_SECONDS)
 
 
-def _claim(sweep: Sweep, count: int) -> tuple[list[int], bool]:
+def _claim(sweep: Sweep, count: int, every_open: bool = False) -> tuple[list[int], bool]:
     """Take up to `count` cards for this sweep, most urgent first: (the ids it won, whether
     there were any candidates at all). Another sweep may win some of the same cards."""
-    wanted = list(candidates(timezone.now(), sweep.issuer_id).values_list("pk", flat=True)[:count])
+    found = candidates(timezone.now(), sweep.issuer_id, every_open)
+    wanted = list(found.values_list("pk", flat=True)[:count])
     if not wanted:
         return [], False
     SweepClaim.objects.bulk_create(

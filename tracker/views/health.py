@@ -17,6 +17,7 @@ from django.views.decorators.vary import vary_on_headers
 from tracker import applier, queries, serialize
 from tracker.d1 import client
 from tracker.models import Sweep
+from tracker.ops import health as ops_health
 from tracker.reconcile import sweep
 from tracker.views import HtmxHttpRequest
 
@@ -102,29 +103,33 @@ def delivery(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    """No login, no secrets, no card data: database, apply lag, D1 breaker, deliveries per
-    issuer, and the last reconciliation sweep. 503 when the database is unavailable or the
-    apply lag is past its limit (not ready)."""
+    """No login, no secrets, no card data: readiness checks (503 naming the failing ones,
+    tracker/ops/health.py), apply lag, D1 breaker, deliveries per issuer, and the last sweep."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         health = _cached_delivery_health()
         last_sweep = next(iter(sweep.recent(1)), None)
         lag = applier.apply_lag()
+        breaker = _breaker()
+        checks = {"database": ops_health.Check(True), **ops_health.checks(breaker, lag)}
     except DatabaseError as e:
         logger.warning("healthz: database unavailable: %s", e.__class__.__name__)
+        # The shape every consumer already knows; "database" names the failing check.
         return JsonResponse({"status": "unavailable", "database": "unavailable"}, status=503)
     now = timezone.now()
-    # Readiness: past TRACKER_APPLY_LAG_LIMIT the appliers are not keeping up (or not running).
+    failing = [name for name, check in checks.items() if not check.ok]
     return JsonResponse(
         {
-            "status": "ok" if lag.ready else "behind",
+            "status": "failing" if failing else "ok",
+            "failing": failing,
+            "checks": {name: check.as_json() for name, check in checks.items()},
             "database": "ok",
             "applier": _lag_json(lag),
-            "d1": {"breaker": _breaker()},
+            "d1": {"breaker": breaker},
             "notifications": {h.issuer_id: _issuer_json(h, now) for h in health.issuers},
             "tokenEndpoint": {"authFailures24h": health.token_auth_failures},
             "reconcile": {"lastSweep": _sweep_json(last_sweep)},
         },
-        status=200 if lag.ready else 503,
+        status=503 if failing else 200,
     )

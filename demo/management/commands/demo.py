@@ -21,6 +21,9 @@ SANDBOX_DROP_SHARE = 0.05
 # The missed-notification sweep runs this often (its first sweep one interval after start, when
 # the sandbox knows the demo orders); the supervisors' page shows what it repaired.
 RECONCILE_EVERY = "2m"
+# Alerts are evaluated this often; any card a sweep repairs raises one, mailed to files under
+# var/mail and posted to a webhook catcher whose output shows in this terminal.
+ALERTS_EVERY = "30s"
 
 
 class Command(BaseCommand):
@@ -32,8 +35,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--sandbox-port", type=int, default=8001, help="D1 sandbox port (D1_BASE_URL follows)"
         )
+        parser.add_argument(
+            "--webhook-port", type=int, default=8002, help="port of the alert webhook catcher"
+        )
 
-    def handle(self, *args, port: int, orders: int, sandbox_port: int, **options) -> None:
+    def handle(
+        self, *args, port: int, orders: int, sandbox_port: int, webhook_port: int, **options
+    ) -> None:
         if not settings.DEBUG:
             raise CommandError("the demo runs with DJANGO_DEBUG=1 (make demo sets it)")
         call_command("migrate", verbosity=0)
@@ -53,10 +61,16 @@ class Command(BaseCommand):
             # The admin site's production-site filter offers the demo's sites.
             "TRACKER_PRODUCTION_SITES": os.environ.get("TRACKER_PRODUCTION_SITES")
             or ",".join(data.SITES),
+            **_alert_env(webhook_port),
         }
+        services = [
+            *self._services(port),
+            ("webhook", ["webhook_catcher", f"--port={webhook_port}"]),
+            ("alerts", ["alerts", f"--every={ALERTS_EVERY}"]),
+        ]
         processes = {
             name: subprocess.Popen([sys.executable, "manage.py", *argv], env=env)
-            for name, argv in self._services(port)
+            for name, argv in services
         }
         self._seed_sandbox(processes["sandbox"])
         self.stdout.write(
@@ -64,6 +78,10 @@ class Command(BaseCommand):
         )
         for username, password, role in logins:
             self.stdout.write(f"  {role:<16} {username} / {password}")
+        self.stdout.write(
+            f"Alerts (every {ALERTS_EVERY}): mailed to files in var/mail/, and printed here by"
+            f" the webhook catcher on port {webhook_port}."
+        )
         try:
             while all(process.poll() is None for process in processes.values()):
                 time.sleep(0.5)
@@ -89,7 +107,9 @@ class Command(BaseCommand):
             ("sandbox", sandbox),
             ("worker-1", worker),
             ("worker-2", worker),
-            ("reconcile", ["reconcile", f"--every={RECONCILE_EVERY}"]),
+            # Every open order, not only silent ones: at the sandbox's speed the orders whose
+            # notification it dropped are found within minutes, and the sweep-drift alert fires.
+            ("reconcile", ["reconcile", f"--every={RECONCILE_EVERY}", "--all-open"]),
             # On SQLite the web process also applies right after answering (inline).
             ("applier", ["apply_notifications"]),
         ]
@@ -111,6 +131,17 @@ class Command(BaseCommand):
             )
         finally:
             remote.close()
+
+
+def _alert_env(webhook_port: int) -> dict[str, str]:
+    """Alerts in the demo: e-mail as files under var/mail, chat to the local webhook catcher."""
+    return {
+        "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "DJANGO_EMAIL_FILE_PATH": str(Path(settings.BASE_DIR) / "var" / "mail"),
+        "TRACKER_ALERT_EMAILS": os.environ.get("TRACKER_ALERT_EMAILS") or "ops@example.test",
+        "TRACKER_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}/demo-alerts",
+        "TRACKER_ALERT_THRESHOLDS": os.environ.get("TRACKER_ALERT_THRESHOLDS") or "sweep_drift=0",
+    }
 
 
 def _stop(processes) -> None:

@@ -51,19 +51,35 @@ class Command(BaseCommand):
         parser.add_argument(
             "--limit", type=_positive, metavar="N", help="at most N cards per sweep"
         )
+        parser.add_argument(
+            "--all-open",
+            action="store_true",
+            help="every open order, silent or not (after D1 reported lost notifications)",
+        )
 
     def handle(
-        self, *args, once: bool, every: int | None, issuer: str | None, limit: int | None, **options
+        self,
+        *args,
+        once: bool,
+        every: int | None,
+        issuer: str | None,
+        limit: int | None,
+        all_open: bool = False,
+        **options,
     ) -> None:
         stop = threading.Event()
         with _stopped_by_signals(stop):
             if every is None:
-                record = sweep.run(issuer_id=issuer or "", limit=limit, stop=stop)
+                record = sweep.run(
+                    issuer_id=issuer or "", limit=limit, stop=stop, every_open=all_open
+                )
                 self._report(record)
                 if record.stop_reason in (Sweep.Stop.BREAKER, Sweep.Stop.STALLED):
                     raise SystemExit(2)
                 return
-            for record in sweep.run_every(every, stop, issuer_id=issuer or "", limit=limit):
+            for record in sweep.run_every(
+                every, stop, issuer_id=issuer or "", limit=limit, every_open=all_open
+            ):
                 self._report(record)
 
     def _report(self, record: Sweep) -> None:

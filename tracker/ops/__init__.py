@@ -1,0 +1,1 @@
+"""Operations: alerts, health checks, metrics, structured logs and data retention."""
