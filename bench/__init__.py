@@ -3,7 +3,7 @@
 One module per scenario, each measuring the budget its issue names against real processes
 (gunicorn with production settings, the D1 sandbox, db_worker) on a PostgreSQL database of its own:
 
-- notifications (issue 4), pages (issue 5), queue (issue 6), reconcile (issue 7).
+- notifications, pages, queue, reconcile.
 
 Shared pieces: `db` (bench databases), `data` (the order generator), `procs` (the processes),
 `http` (a minimal HTTP/1.0 client), `loadgen` (the load generator, run as a process of its own),

@@ -29,7 +29,7 @@ DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/tracker_bench"
 
 class Command(BaseCommand):
     help = (
-        "Measure Tracker against the speed budgets of issues 4-7 with real processes (gunicorn,"
+        "Measure Tracker against the speed budgets with real processes (gunicorn,"
         " the D1 sandbox, db_worker) on a PostgreSQL database of its own (BENCH_DATABASE_URL)."
         " Prints a table and writes var/bench/results.json; exit 1 if a budget or a scenario"
         " failed."

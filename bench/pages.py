@@ -1,4 +1,4 @@
-"""Scenario `pages` (issue 5): the card page and search, by server time.
+"""Scenario `pages`: the card page and search, by server time.
 
 Budget: card page and search ≤ 25 ms p95 server time with 1,000,000 orders, and no slower than
 1.3 × their time with 10,000 orders; the page's time does not depend on D1's latency.

@@ -1,4 +1,4 @@
-"""Scenario `queue` (issue 6): the supervisors' work queue and its CSV export.
+"""Scenario `queue`: the supervisors' work queue and its CSV export.
 
 Budget: `/stuck/` first page ≤ 150 ms p95 server time with 1,000,000 orders (about 3 % of them
 needing attention); `/stuck/export.csv` of 100,000 rows with the serving process's peak memory

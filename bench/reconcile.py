@@ -1,4 +1,4 @@
-"""Scenario `reconcile` (issue 7): the missed-notification sweep against a slow D1.
+"""Scenario `reconcile`: the missed-notification sweep against a slow D1.
 
 Budget: 10,000 silent cards, the sandbox answering after 50 ms, `D1_MAX_RPS=100`: the sweep
 finishes within 110 s and never exceeds the budget in any one-second window.

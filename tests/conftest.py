@@ -161,7 +161,7 @@ def database_unreachable() -> Iterator[None]:
         connection.settings_dict["PORT"] = port
 
 
-# --- Staff pages (issue 5) --------------------------------------------------------------------
+# --- Staff pages --------------------------------------------------------------------------------
 
 
 def make_order(**overrides: Any):

@@ -179,24 +179,12 @@ def test_the_link_scan_sees_links_and_headings():
     assert "the-d1-client" in anchors(DOCS / "settings.md")
 
 
-# NOT-YET-WRITTEN: pages the README links to that are being written elsewhere; a link to one of
-# them may dangle until it exists. Empty this set once all four are in the repository.
-NOT_YET_WRITTEN = {
-    DOCS / "layout.md",
-    DOCS / "notifications.md",
-    DOCS / "operations.md",
-    DOCS / "security.md",
-}
-
-
 @pytest.mark.parametrize("page", _pages(), ids=lambda page: str(page.relative_to(ROOT)))
 def test_every_relative_link_resolves(page):
     broken = []
     for target in relative_links(page):
         path, _, anchor = target.partition("#")
         resolved = (page.parent / path).resolve() if path else page
-        if resolved in NOT_YET_WRITTEN and not resolved.exists():
-            continue
         if not resolved.exists():
             broken.append(f"{target}: no such file")
         elif not resolved.is_relative_to(ROOT):

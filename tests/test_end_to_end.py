@@ -1,4 +1,4 @@
-"""Issue 4 end to end: the D1 sandbox pushes whole lifecycles, duplicates and reordering
+"""End to end: the D1 sandbox pushes whole lifecycles, duplicates and reordering
 included, into the real notification endpoint of a live server (with a bearer token from
 Tracker's own token endpoint), and Tracker ends in the state D1 is in."""
 

@@ -243,7 +243,7 @@ class InboxItem(models.Model):
         PROCESSED = "processed", _("processed")
         PARTIAL = "partial", _("processed, some items quarantined")
         REJECTED = "rejected", _("rejected (can never succeed)")
-        FAILED = "failed", _("failed (transient, D1 retries)")
+        FAILED = "failed", _("failed (to be replayed)")
 
     issuer_id = models.CharField(_("issuer ID"), max_length=10)
     received_at = models.DateTimeField(_("received"), default=timezone.now)

@@ -188,7 +188,7 @@ class IssuerHealth:
     conflict: int = 0
     quarantined: int = 0
     rejected: int = 0  # bodies answered 400 (not JSON, no operations list)
-    failed: int = 0  # bodies answered 503 (transient failure; D1 delivers again)
+    failed: int = 0  # bodies the applier could not apply (the inbox admin replays them)
     auth_failures: int = 0
 
 

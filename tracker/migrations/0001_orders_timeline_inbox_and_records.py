@@ -142,7 +142,7 @@ class Migration(migrations.Migration):
                 ('received_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='received')),
                 ('body', models.BinaryField(verbose_name='body')),
                 ('headers', models.JSONField(blank=True, default=dict, verbose_name='headers')),
-                ('outcome', models.CharField(choices=[('received', 'received, not processed yet'), ('processed', 'processed'), ('partial', 'processed, some items quarantined'), ('rejected', 'rejected (can never succeed)'), ('failed', 'failed (transient, D1 retries)')], default='received', max_length=16, verbose_name='outcome')),
+                ('outcome', models.CharField(choices=[('received', 'received, not processed yet'), ('processed', 'processed'), ('partial', 'processed, some items quarantined'), ('rejected', 'rejected (can never succeed)'), ('failed', 'failed (to be replayed)')], default='received', max_length=16, verbose_name='outcome')),
                 ('error', models.TextField(blank=True, verbose_name='error')),
                 ('results', models.JSONField(blank=True, default=list, verbose_name='results')),
                 ('processed_at', models.DateTimeField(blank=True, null=True, verbose_name='processed')),
