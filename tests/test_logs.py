@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import ISSUER, NOTIFY_URL, TOKEN_URL, basic, make_operation
 from tests.sandbox_fixtures import card
+from tracker import pan
 from tracker.d1.client import client as d1_client
 from tracker.ops import logs
 
@@ -79,7 +80,7 @@ def test_no_secret_and_no_card_number_reaches_a_log_line(client, d1, settings, l
         assert secret not in text
     assert PAN not in text and SPACED_PAN not in text
     assert "eyJ" not in text  # no JWT (our assertion or D1's token)
-    assert logs.PAN_MASK in text
+    assert pan.mask_pans(PAN) in text
 
 
 def test_a_d1_calls_log_line_carries_its_correlation_id(d1, log_lines):
@@ -136,7 +137,7 @@ def test_one_setting_turns_every_line_into_json(tmp_path):
     structured = subprocess.run(
         [sys.executable, "-c", program], env=env, capture_output=True, text=True
     )
-    assert plain.stderr.rstrip().endswith(f"WARNING tracker.example card {logs.PAN_MASK}")
+    assert plain.stderr.rstrip().endswith(f"WARNING tracker.example card {pan.mask_pans(PAN)}")
     line = json.loads(structured.stderr.strip().splitlines()[-1])
-    assert line["message"] == f"card {logs.PAN_MASK}" and line["correlation_id"] == "-"
+    assert line["message"] == f"card {pan.mask_pans(PAN)}" and line["correlation_id"] == "-"
     assert (line["level"], line["logger"]) == ("WARNING", "tracker.example")

@@ -28,7 +28,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Field, Q
 from django.utils import timezone
 
 from tracker import attention, sla, transactions
@@ -202,17 +202,16 @@ def _write_back(
 def _update_from_values(orders: list[CardOrder], names: list[str]) -> None:
     # UPDATE … FROM unnest(one array per column): just the changed columns, a parameter per
     # column however many orders, built in linear time.
-    quote = connection.ops.quote_name
     fields = [_SAVED_COLUMNS[name] for name in names]
-    assignments = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in fields)
-    aliases = ", ".join(quote(f.column) for f in fields)
+    assignments = ", ".join(f"{_quoted(f)} = v.{_quoted(f)}" for f in fields)
+    aliases = ", ".join(_quoted(f) for f in fields)
     arrays = ", ".join(f"%s::{_array_type(f)}[]" for f in fields)
     columns: list[list[Any]] = [[order.pk for order in orders]]
     for f in fields:
         columns.append([f.get_db_prep_save(getattr(o, f.attname), connection) for o in orders])
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {quote(CardOrder._meta.db_table)} AS o SET {assignments}"
+            f"UPDATE {connection.ops.quote_name(CardOrder._meta.db_table)} AS o SET {assignments}"
             f" FROM unnest(%s::bigint[], {arrays}) AS v(id, {aliases}) WHERE o.id = v.id",
             columns,
         )
@@ -262,7 +261,7 @@ def _lock_by_arrays(keys: list[tuple[str, str]], template: list[Any]) -> None:
     quote = connection.ops.quote_name
     others = [(f, v) for i, (f, v) in enumerate(zip(_ORDER_COLUMNS, template, strict=True))
               if i not in (_ISSUER_AT, _CARD_AT)]  # fmt: skip
-    columns = ", ".join(quote(f.column) for f, _ in others)
+    columns = ", ".join(_quoted(f) for f, _ in others)
     values = ", ".join(f"%s::{f.db_type(connection)}" for f, _ in others)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -276,8 +275,14 @@ def _lock_by_arrays(keys: list[tuple[str, str]], template: list[Any]) -> None:
         )
 
 
+def _quoted(field: Field[Any, Any]) -> str:
+    """A concrete field's column name, quoted for raw SQL."""
+    assert field.column is not None
+    return connection.ops.quote_name(field.column)
+
+
 def _lock_by_values(keys: list[tuple[str, str]], template: list[Any]) -> None:
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in _ORDER_COLUMNS)
+    columns = ", ".join(_quoted(field) for field in _ORDER_COLUMNS)
     row = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
     table = connection.ops.quote_name(CardOrder._meta.db_table)
     size = _batch_size(len(_ORDER_COLUMNS))

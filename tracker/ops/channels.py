@@ -27,7 +27,7 @@ def message(alert: Alert, *, resolved: bool) -> tuple[str, str]:
     with translation.override(settings.LANGUAGE_CODE):
         label = alert.get_rule_display()
         about = f" [{alert.subject}]" if alert.subject else ""
-        if resolved:
+        if resolved and alert.resolved_at is not None:
             subject = _("[Tracker] RESOLVED: %(rule)s%(about)s") % {"rule": label, "about": about}
             body = _("Resolved at %(at)s, after it started at %(started)s.") % {
                 "at": alert.resolved_at.isoformat(timespec="seconds"),

@@ -7,7 +7,7 @@ Every handler of the LOGGING setting runs ContextFilter, which:
   it is well-formed, else a random one), "-" outside both;
 - rewrites the message (and a traceback) with secrets and card numbers masked: the values of the
   secret settings, bearer/basic credentials, JWTs, and any 13-19 digit number that passes the
-  Luhn check (a PAN), whatever code logged it.
+  Luhn check (a PAN, masked by tracker/pan.py), whatever code logged it.
 """
 
 import contextvars
@@ -22,15 +22,13 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
+from tracker import pan
+
 _correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar(
     "tracker_correlation_id", default="-"
 )
 _WELL_FORMED = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MASK = "[redacted]"
-PAN_MASK = "[card number]"
-
-# 13 to 19 digits, possibly in groups separated by one space or dash.
-_DIGITS = re.compile(r"(?<![\d])\d(?:[ -]?\d){12,18}(?![\d])")
 _CREDENTIALS = re.compile(
     r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"
     r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
@@ -52,27 +50,12 @@ def correlated(value: str) -> Iterator[None]:
         _correlation_id.reset(reset)
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        n = int(char)
-        if position % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
-
-
-def _mask_pan(match: re.Match) -> str:
-    digits = re.sub(r"[ -]", "", match.group(0))
-    return PAN_MASK if _luhn(digits) else match.group(0)
-
-
 def _secret_values() -> list[str]:
     values = [
         settings.SECRET_KEY,
         settings.D1_NOTIFY_CLIENT_SECRET,
         *settings.D1_NOTIFY_HMAC_SECRETS,
-        settings.MAILERS["default"].get("OPTIONS", {}).get("password", ""),
+        getattr(settings, "MAILERS", {})["default"].get("OPTIONS", {}).get("password", ""),
         getattr(settings, "TRACKER_METRICS_TOKEN", ""),
         getattr(settings, "TRACKER_ALERT_WEBHOOK_URL", ""),
     ]
@@ -93,7 +76,7 @@ def scrub(text: str) -> str:
     for value in _secret_values():
         text = text.replace(value, MASK)
     text = _CREDENTIALS.sub(_mask_credential, text)
-    return _DIGITS.sub(_mask_pan, text)
+    return pan.mask_pans(text)
 
 
 class ContextFilter(logging.Filter):

@@ -76,7 +76,7 @@ def _snapshot() -> dict:
         "apply_lag": signals.apply_lag_seconds(),
         "sweep_repairs": signals.sweep_repairs(),
         "last_sweep_repaired": last.repaired if last else 0,
-        "last_sweep_finished": last.finished_at.timestamp() if last else None,
+        "last_sweep_finished": last.finished_at.timestamp() if last and last.finished_at else None,
         "last_notification": {
             issuer: at.timestamp() if at else None
             for issuer, at in signals.last_notifications().items()
@@ -88,7 +88,8 @@ def _snapshot() -> dict:
 
 def snapshot() -> dict:
     """The state metrics, from the shared cache when a worker computed them moments ago."""
-    return cache.get_or_set(_SNAPSHOT_KEY, _snapshot, SNAPSHOT_SECONDS)
+    state: dict = cache.get_or_set(_SNAPSHOT_KEY, _snapshot, SNAPSHOT_SECONDS) or _snapshot()
+    return state
 
 
 def _gauge(name: str, doc: str, labels: list[str], rows: dict) -> GaugeMetricFamily:
@@ -175,7 +176,7 @@ class StateCollector(Collector):
             ["issuer"],
             {issuer: at for issuer, at in s["last_notification"].items() if at is not None},
         )
-        rules = {}
+        rules: dict[str, int] = {}
         for rule in s["open_alerts"]:
             rules[rule] = rules.get(rule, 0) + 1
         yield _gauge("tracker_open_alerts", "Alerts open now, by rule.", ["rule"], rules)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
@@ -110,7 +110,9 @@ def purge(
 
 def _ranges(model: type[models.Model], batch: int, scope: Q | None = None) -> Iterator[Q]:
     """Primary-key ranges of `batch` ids covering the rows in scope, lowest first."""
-    rows = model.objects.filter(scope) if scope is not None else model.objects.all()
+    rows = model._default_manager.all()
+    if scope is not None:
+        rows = rows.filter(scope)
     bounds = rows.aggregate(low=Min("pk"), high=Max("pk"))
     if bounds["low"] is None:
         return
@@ -186,14 +188,13 @@ def _add_days(groups: dict[tuple, list]) -> None:
         f" first_at = {least}({table}.first_at, excluded.first_at),"
         f" last_at = {greatest}({table}.last_at, excluded.last_at)"
     )
-    field = LookupAuditDay._meta.get_field
     params = [
         [
-            field("day").get_db_prep_value(key[0], connection),
+            _db_value("day", key[0]),
             *key[1:],
             count,
-            field("first_at").get_db_prep_value(first, connection),
-            field("last_at").get_db_prep_value(last, connection),
+            _db_value("first_at", first),
+            _db_value("last_at", last),
         ]
         for key, (count, first, last) in groups.items()
     ]
@@ -288,3 +289,10 @@ _PURGERS: dict[str, Callable[[datetime, int], int]] = {
     "sweeps": _sweeps,
     "alerts": _alerts,
 }
+
+
+def _db_value(name: str, value: Any) -> Any:
+    """A value of one of LookupAuditDay's concrete fields, as the database takes it."""
+    field = LookupAuditDay._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field.get_db_prep_value(value, connection)
