@@ -29,8 +29,8 @@ admin check --deploy        # silent when the settings are production-safe
 admin migrate --no-input    # tables, cache table, the three role groups
 admin collectstatic --no-input
 systemctl reload-or-restart tracker-web.service
-systemctl restart 'tracker-applier@*.service' 'tracker-worker@*.service' || true
+systemctl restart 'tracker-applier@*.service' 'tracker-worker@*.service' tracker-alerts.service || true
 echo "Installed. First time: edit /etc/tracker/env, then"
 echo "  systemctl enable --now tracker-web tracker-applier@1 tracker-applier@2 \\"
-echo "      tracker-worker@1 tracker-worker@2 tracker-reconcile.timer"
+echo "      tracker-worker@1 tracker-worker@2 tracker-reconcile.timer tracker-alerts tracker-purge.timer"
 echo "  and create an administrator: django-admin createsuperuser (same environment)."
