@@ -21,10 +21,10 @@ from tracker.models import (
     InboxItem,
     LookupAudit,
     LookupAuditDay,
+    Outcome,
     Source,
     Sweep,
     TimelineEvent,
-    Verdict,
 )
 from tracker.ops import retention
 
@@ -49,7 +49,7 @@ def _event(order: CardOrder, status: str, at, n: int) -> TimelineEvent:
         order=order,
         content_hash=f"{order.pk}-{n}",
         source=Source.NOTIFICATION,
-        verdict=Verdict.APPLIED,
+        verdict=Outcome.APPLIED,
         received_at=at,
         status=status,
         raw={"details": {"status": status}},
