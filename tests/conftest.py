@@ -2,11 +2,15 @@ import base64
 import copy
 import io
 import json
+import random
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -125,6 +129,43 @@ def on_postgres() -> None:
 # --- The D1-facing endpoints over HTTP ------------------------------------------------------
 
 NOTIFY_URL = f"/notifications/d1/v2/issuers/{ISSUER}/cards"
+
+
+@dataclass
+class Storm:
+    """What concurrent senders of notification POSTs saw: every answer, body and error."""
+
+    answers: list[int] = field(default_factory=list)
+    sent: list[bytes] = field(default_factory=list)
+    errors: list[Exception] = field(default_factory=list)
+
+
+def storm_senders(
+    url: str, bearer: dict, deliveries: list[dict], seeds: list[int], most_per_post: int
+) -> tuple[list[threading.Thread], Storm]:
+    """One thread per seed, each POSTing every delivery to a live server in its own shuffled
+    order, 1 + seed % most_per_post operations a POST, all starting together once started."""
+    storm = Storm()
+    barrier = threading.Barrier(len(seeds))
+    headers = {**bearer, "Content-Type": "application/json"}
+
+    def send(seed: int) -> None:
+        mine = deliveries[:]
+        random.Random(seed).shuffle(mine)
+        size = 1 + seed % most_per_post
+        try:
+            with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+                barrier.wait()
+                for start in range(0, len(mine), size):
+                    body = json.dumps({"operations": mine[start : start + size]}).encode()
+                    storm.answers.append(http.post(NOTIFY_URL, content=body).status_code)
+                    storm.sent.append(body)
+        except Exception as e:  # noqa: BLE001 - collected for the test to assert
+            storm.errors.append(e)
+
+    return [threading.Thread(target=send, args=(seed,)) for seed in seeds], storm
+
+
 TOKEN_URL = "/authz/d1/v1/oauth2/token"
 
 

@@ -3,7 +3,6 @@ killed applier (tracker/applier.py, `manage.py apply_notifications`)."""
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -12,15 +11,20 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from django.db import DataError, connection, connections
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import NOTIFY_URL, drain, make_operation, run_command, staff
-from tests.test_ingest import LIFECYCLE, _in_order_state, _lifecycle, _state
+from tests.conftest import NOTIFY_URL, drain, make_operation, run_command, staff, storm_senders
+from tests.test_ingest import (
+    LIFECYCLE,
+    _in_order_state,
+    _lifecycle,
+    _state,
+    shuffled_with_duplicates,
+)
 from tracker import applier, roles, transactions
 from tracker.models import CardOrder, InboxItem, Outcome, TimelineEvent
 
@@ -53,12 +57,7 @@ def test_any_shuffle_of_a_duplicated_lifecycle_posted_and_applied_in_batches_con
     CardOrder.objects.all().delete()
     InboxItem.objects.all().delete()
     cards = ["crd-prop-a", "crd-prop-b"]
-    deliveries = []
-    for card_id in cards:
-        events = _lifecycle(card_id)
-        copies = data.draw(st.lists(st.sampled_from(events), max_size=6), label=f"dups {card_id}")
-        deliveries += events + copies
-    deliveries = data.draw(st.permutations(deliveries), label="arrival order")
+    deliveries = shuffled_with_duplicates(data, cards)
     per_post = data.draw(st.integers(min_value=1, max_value=4), label="operations per POST")
     per_batch = data.draw(st.integers(min_value=1, max_value=6), label="bodies per batch")
     for start in range(0, len(deliveries), per_post):
@@ -166,24 +165,11 @@ def test_two_appliers_and_a_storm_of_senders_end_right_without_deadlock_retries(
 ):
     cards = [f"crd-storm-{n}" for n in range(8)]
     deliveries = [item for card_id in cards for item in _lifecycle(card_id) * 2]
-    senders, errors, answers = 6, [], []
-    barrier = threading.Barrier(senders)
+    senders = 6
+    threads, storm = storm_senders(live_server.url, bearer, deliveries, list(range(senders)), 5)
+    errors = storm.errors
     stop = threading.Event()
     retries_before = transactions.retries.count
-
-    def send(seed: int) -> None:
-        mine = deliveries[:]
-        random.Random(seed).shuffle(mine)
-        size = 1 + seed % 5
-        headers = {**bearer, "Content-Type": "application/json"}
-        try:
-            with httpx.Client(base_url=live_server.url, headers=headers, timeout=30) as http:
-                barrier.wait()
-                for start in range(0, len(mine), size):
-                    body = json.dumps({"operations": mine[start : start + size]}).encode()
-                    answers.append(http.post(NOTIFY_URL, content=body).status_code)
-        except Exception as e:  # noqa: BLE001 - collected and asserted below
-            errors.append(e)
 
     def apply() -> None:
         try:
@@ -194,7 +180,6 @@ def test_two_appliers_and_a_storm_of_senders_end_right_without_deadlock_retries(
             connection.close()
 
     appliers = [threading.Thread(target=apply) for _ in range(2)]
-    threads = [threading.Thread(target=send, args=(seed,)) for seed in range(senders)]
     for thread in appliers + threads:
         thread.start()
     for thread in threads:
@@ -206,7 +191,7 @@ def test_two_appliers_and_a_storm_of_senders_end_right_without_deadlock_retries(
     for thread in appliers:
         thread.join()
     assert errors == []
-    assert set(answers) == {204}
+    assert set(storm.answers) == {204}
     assert pending() == 0
     assert transactions.retries.count == retries_before  # no deadlock, nothing ran twice
     for card_id in cards:

@@ -308,6 +308,17 @@ def test_replaying_a_stored_body_is_idempotent():
 LIFECYCLE = ["02", "04", "05", "06", "07", "08"]
 
 
+def shuffled_with_duplicates(data: st.DataObject, cards: list[str]) -> list[dict]:
+    """Every card's lifecycle plus up to six duplicates of its events, in an order hypothesis
+    draws: what an at-least-once, unordered delivery may bring."""
+    deliveries = []
+    for card_id in cards:
+        events = _lifecycle(card_id)
+        copies = data.draw(st.lists(st.sampled_from(events), max_size=6), label=f"dups {card_id}")
+        deliveries += events + copies
+    return data.draw(st.permutations(deliveries), label="arrival order")
+
+
 def _lifecycle(card_id: str) -> list[dict]:
     items = []
     for name in LIFECYCLE:
@@ -348,12 +359,7 @@ def _state(card_id: str) -> tuple:
 def test_any_shuffle_with_duplicates_ends_like_in_order_delivery(data):
     CardOrder.objects.all().delete()
     cards = ["crd-a", "crd-b"]
-    deliveries = []
-    for card_id in cards:
-        events = _lifecycle(card_id)
-        copies = data.draw(st.lists(st.sampled_from(events), max_size=6), label=f"dups {card_id}")
-        deliveries += events + copies
-    deliveries = data.draw(st.permutations(deliveries), label="arrival order")
+    deliveries = shuffled_with_duplicates(data, cards)
     batch = data.draw(st.integers(min_value=1, max_value=5), label="operations per POST")
     for start in range(0, len(deliveries), batch):
         chunk = [parse_operation(item) for item in deliveries[start : start + batch]]

@@ -3,7 +3,6 @@
 import hashlib
 import hmac
 import json
-import random
 import runpy
 import threading
 import time
@@ -28,6 +27,7 @@ from tests.conftest import (
     drain,
     example,
     make_operation,
+    storm_senders,
 )
 from tests.test_ingest import LIFECYCLE, _in_order_state, _lifecycle, _state
 from tracker import applier, attention
@@ -574,34 +574,16 @@ def test_threads_posting_a_shuffled_duplicated_lifecycle_to_a_live_server_conver
     cards = [f"crd-live-{n}" for n in range(3)]
     deliveries = [item for card_id in cards for item in _lifecycle(card_id) * 2]
     seeds = [3, 8, 13, 22]  # 4, 1, 2 and 3 operations per POST
-    answers, sent, errors = [], [], []
-    barrier = threading.Barrier(len(seeds))
-
-    def deliver(seed: int) -> None:
-        mine = deliveries[:]
-        random.Random(seed).shuffle(mine)
-        size = 1 + seed % 4
-        headers = {**bearer, "Content-Type": "application/json"}
-        try:
-            with httpx.Client(base_url=live_server.url, headers=headers, timeout=30) as http:
-                barrier.wait()
-                for start in range(0, len(mine), size):
-                    body = json.dumps({"operations": mine[start : start + size]}).encode()
-                    answers.append(http.post(NOTIFY_URL, content=body).status_code)
-                    sent.append(body)
-        except Exception as e:  # noqa: BLE001 - collected and asserted below
-            errors.append(e)
-
-    threads = [threading.Thread(target=deliver, args=(seed,)) for seed in seeds]
+    threads, storm = storm_senders(live_server.url, bearer, deliveries, seeds, 4)
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
-    assert set(answers) == {204}
+    assert storm.errors == []
+    assert set(storm.answers) == {204}
     drain()
     stored = [bytes(body) for body in InboxItem.objects.values_list("body", flat=True)]
-    assert sorted(stored) == sorted(sent)
+    assert sorted(stored) == sorted(storm.sent)
     assert not InboxItem.objects.exclude(outcome=InboxItem.Outcome.PROCESSED).exists()
     for card_id in cards:
         assert _state(card_id) == _in_order_state(card_id)

@@ -378,17 +378,9 @@ def test_without_a_timestamp_a_body_signature_still_works(client, hmac_mode):
 
 
 def test_the_deploy_check_is_silent_with_sso_on_and_passwords_off():
-    from tests.test_commands import _manage
+    from tests.test_commands import deploy_check
 
-    result = _manage(
-        "check",
-        "--deploy",
-        "--fail-level",
-        "WARNING",
-        DJANGO_DEBUG="0",
-        DJANGO_SECRET_KEY="k" * 30 + "-production-secret-key-from-env-0123456789",
-        DJANGO_ALLOWED_HOSTS="tracker.example.com",
-        D1_NOTIFY_CLIENT_SECRET="from-the-secret-store",
+    result = deploy_check(
         OIDC_RP_CLIENT_ID="tracker",
         OIDC_RP_CLIENT_SECRET="from-the-secret-store",
         OIDC_OP_AUTHORIZATION_ENDPOINT="https://idp.example.com/authorize",
