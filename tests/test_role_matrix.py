@@ -57,6 +57,8 @@ queue_acknowledge#acknowledge-form                  200    403    403    403    
 queue_acknowledge:post                              302    403    403    403    302    302    302
 delivery                                            302    403    403    403    200    200    200
 healthz                                             200    200    200    200    200    200    200
+livez                                               200    200    200    200    200    200    200
+metrics                                             200    200    200    200    200    200    200
 d1_notifications                                    401    401    401    401    401    401    401
 d1_token                                            401    401    401    401    401    401    401
 set_language                                        302    302    302    302    302    302    302
@@ -86,6 +88,9 @@ admin:tracker_exportaudit_changelist                302    302    403    302    
 admin:tracker_inboxitem_changelist                  302    302    403    302    200    200    200
 admin:tracker_inboxitem_change                      302    302    403    302    200    200    200
 admin:tracker_lookupaudit_changelist                302    302    403    302    200    200    200
+admin:tracker_lookupauditday_changelist             302    302    403    302    200    200    200
+admin:tracker_alert_changelist                      302    302    403    302    200    200    200
+admin:tracker_alertrule_changelist                  302    302    403    302    200    200    200
 admin:tracker_sweep_changelist                      302    302    403    302    200    200    200
 admin:tracker_threshold_changelist                  302    302    403    302    200    200    200
 admin:tracker_timelineevent_changelist              302    302    403    302    200    200    200
@@ -181,6 +186,9 @@ REQUESTS: dict[str, Ask] = {
     ),
     "delivery": Ask("GET", lambda w: reverse("tracker:delivery")),
     "healthz": Ask("GET", lambda w: reverse("tracker:healthz")),
+    "livez": Ask("GET", lambda w: reverse("tracker:livez")),
+    # From 127.0.0.1, inside TRACKER_METRICS_NETWORKS; test_metrics covers the token and the rest.
+    "metrics": Ask("GET", lambda w: reverse("tracker:metrics")),
     "d1_notifications": Ask("POST", lambda w: NOTIFY_URL, {"operations": []}),
     "d1_token": Ask("POST", lambda w: TOKEN_URL, {"grant_type": "client_credentials"}),
     "set_language": Ask("POST", lambda w: reverse("set_language"), {"language": "en"}),
