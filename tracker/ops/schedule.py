@@ -15,7 +15,8 @@ from tracker.env import parse_duration
 logger = logging.getLogger(__name__)
 
 
-def _duration(value: str) -> int:
+def duration(value: str) -> int:
+    """An argparse type: a duration such as 90s, 5m or 1h30m, in seconds."""
     try:
         return parse_duration(value)
     except ValueError as e:
@@ -27,7 +28,7 @@ def add_arguments(parser: CommandParser, what: str) -> None:
     mode.add_argument("--once", action="store_true", help=f"{what} once, then exit (default)")
     mode.add_argument(
         "--every",
-        type=_duration,
+        type=duration,
         metavar="DURATION",
         help=f"{what} every DURATION (90s, 5m, 1h) until stopped, the first at once",
     )
@@ -37,7 +38,7 @@ def repeat(every: int, run: Callable[[], None]) -> None:
     """Run now and then every `every` seconds until SIGTERM or Ctrl-C; a database error in one
     round is logged and the next round tries again."""
     stop = threading.Event()
-    with _stopped_by_signals(stop):
+    with stopped_by_signals(stop):
         while not stop.is_set():
             try:
                 run()
@@ -49,7 +50,9 @@ def repeat(every: int, run: Callable[[], None]) -> None:
 
 
 @contextmanager
-def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+def stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM (systemd stop) and Ctrl-C set `stop`, so the current round ends cleanly; the
+    previous handlers come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only
         return

@@ -1,22 +1,12 @@
-import signal
 import threading
 from argparse import ArgumentTypeError
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from tracker.d1.schema import ISSUER_ID
-from tracker.env import parse_duration
 from tracker.models import Sweep
+from tracker.ops import schedule
 from tracker.reconcile import sweep
-
-
-def _duration(value: str) -> int:
-    try:
-        return parse_duration(value)
-    except ValueError as e:
-        raise ArgumentTypeError(str(e)) from None
 
 
 def _issuer(value: str) -> str:
@@ -43,7 +33,7 @@ class Command(BaseCommand):
         mode.add_argument("--once", action="store_true", help="one sweep, then exit (default)")
         mode.add_argument(
             "--every",
-            type=_duration,
+            type=schedule.duration,
             metavar="DURATION",
             help="a sweep every DURATION (90s, 5m, 1h) until stopped; the first after one DURATION",
         )
@@ -68,7 +58,9 @@ class Command(BaseCommand):
         **options,
     ) -> None:
         stop = threading.Event()
-        with _stopped_by_signals(stop):
+        # SIGTERM and Ctrl-C end the current sweep cleanly: its record says it was interrupted
+        # and its cards go back to the pool.
+        with schedule.stopped_by_signals(stop):
             if every is None:
                 record = sweep.run(
                     issuer_id=issuer or "", limit=limit, stop=stop, every_open=all_open
@@ -93,21 +85,3 @@ class Command(BaseCommand):
                 f"Sweep {record.pk} stopped early ({record.get_stop_reason_display()}):"
                 f" {record.stop_detail}"
             )
-
-
-@contextmanager
-def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM (systemd stop) and Ctrl-C end the current sweep cleanly: its record says it was
-    interrupted and its cards go back to the pool. The previous handlers come back after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach the main thread only
-        return
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {signum: signal.getsignal(signum) for signum in signals}
-    for signum in signals:
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
