@@ -217,6 +217,21 @@ def test_operations_other_than_card_tracking_are_skipped():
     assert not CardOrder.objects.exists()
 
 
+def test_an_operation_is_kept_as_sent_with_what_a_fast_json_writer_cannot_write():
+    # Keys D1 may add tomorrow, with an integer beyond 64 bits, a non-ASCII text and a float:
+    # the timeline keeps them as they came, on either database.
+    extra = {"serial": 10**30, "label": "カード ✓", "weight": 12.5}
+    first, second = ingest.apply_many(
+        delivered([op(cardId=CARD, extension=extra), op("CARD_PROD_READY", cardId="crd-2")]),
+        Source.NOTIFICATION,
+    )
+    assert first.verdict == second.verdict == Outcome.APPLIED
+    event = TimelineEvent.objects.get(order__card_id=CARD)
+    assert event.raw["extension"] == extra
+    assert event.start_time == order().start_time and event.received_at is not None
+    assert TimelineEvent.objects.get(order__card_id="crd-2").status == "CARD_PROD_READY"
+
+
 def test_a_re_order_with_a_new_operation_starts_the_order_afresh():
     ingest.apply(ISSUER, op("DATA_EXCEPTION", status="FAILED", errorCode="X"), Source.NOTIFICATION)
     reorder = op("CARD_PROD_REQUESTED", operationId="op-0002", startTime="2025-03-10T09:00:00Z")

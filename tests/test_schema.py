@@ -163,6 +163,27 @@ def test_a_body_that_can_never_succeed_is_rejected_whole(body, problem):
         parse_body(body)
 
 
+@pytest.mark.parametrize(
+    "number", [10**30, -(2**63) - 1, 2**64, 2**64 - 1, 1.5e300, -0.25, 0.1, 1e-320]
+)
+def test_a_body_is_read_exactly_as_the_standard_library_reads_it(number):
+    # The fast reader must not turn an integer beyond 64 bits into a float, nor round anything.
+    body = json.dumps({"operations": [{"number": number, "text": "カード\u00e9"}]})
+    for document in (body, body.encode()):
+        [item] = parse_body(document)
+        assert item == json.loads(body)["operations"][0]
+        assert type(item["number"]) is type(number)
+
+
+def test_nan_and_infinity_are_read_so_that_the_item_is_quarantined():
+    items = parse_body(b'{"operations": [{"a": NaN}, {"b": 1e400}, {"c": -Infinity}]}')
+    assert [dict(parse_operations(items))[i].problem for i in range(3)] == [
+        "is NaN, which is not a JSON number",
+        "is Infinity, which is not a JSON number",
+        "is -Infinity, which is not a JSON number",
+    ]
+
+
 def test_one_bad_item_in_a_bulk_body_does_not_spoil_the_others():
     items = example("10")["operations"]
     items[2]["startTime"] = "not a time"

@@ -18,6 +18,7 @@ can never deadlock, one read of the orders, one of the events already known, one
 new events and one write-back of the orders.
 """
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -126,7 +128,7 @@ def _apply_locked(
     loaded = {key: [getattr(o, f) for f in _SAVED_FIELDS] for key, o in orders.items()}
     seen = _known_keys(orders.values(), {_dedup_key(d.operation) for d in tracked})
     results: list[Result] = []
-    events: list[TimelineEvent] = []
+    events: list[dict[str, Any]] = []
     limits = attention.thresholds()
     live = source in _LIVE_SOURCES
     for delivery in deliveries:
@@ -159,7 +161,7 @@ def _apply_locked(
             events.append(_event(order, delivery, key, source, verdict))
         attention.update(order, limits)
         results.append(Result(Outcome.DUPLICATE if duplicate else verdict, order.pk, changed))
-    TimelineEvent.objects.bulk_create(events, batch_size=_batch_size(len(_EVENT_FIELDS)))
+    _insert_events(events)
     _write_back(orders, loaded)
     return results
 
@@ -200,26 +202,60 @@ def _write_back(
 
 
 def _update_from_values(orders: list[CardOrder], names: list[str]) -> None:
-    # UPDATE … FROM unnest(one array per column): just the changed columns, a parameter per
-    # column however many orders, built in linear time.
+    # UPDATE … FROM one JSON document of the changed columns: one parameter however many orders
+    # and columns, written by orjson and read by PostgreSQL, with no per-value adaptation.
     fields = [_SAVED_COLUMNS[name] for name in names]
     assignments = ", ".join(f"{_quoted(f)} = v.{_quoted(f)}" for f in fields)
-    aliases = ", ".join(_quoted(f) for f in fields)
-    arrays = ", ".join(f"%s::{_array_type(f)}[]" for f in fields)
-    columns: list[list[Any]] = [[order.pk for order in orders]]
-    for f in fields:
-        columns.append([f.get_db_prep_save(getattr(o, f.attname), connection) for o in orders])
+    rows = [{"id": o.pk, **{_column(f): getattr(o, f.attname) for f in fields}} for o in orders]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {connection.ops.quote_name(CardOrder._meta.db_table)} AS o SET {assignments}"
-            f" FROM unnest(%s::bigint[], {arrays}) AS v(id, {aliases}) WHERE o.id = v.id",
-            columns,
+            f" FROM {_recordset([CardOrder._meta.pk, *fields])} WHERE o.id = v.id",
+            [_json(rows)],
         )
 
 
-def _array_type(field: Any) -> str:
-    # An array of varchar(n) is written varchar(n)[]; "timestamp with time zone" likewise.
-    return str(field.db_type(connection))
+def _insert_events(rows: list[dict[str, Any]]) -> None:
+    """The new timeline events, in one statement (rows keyed by column name)."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        events = [TimelineEvent(**row) for row in rows]
+        TimelineEvent.objects.bulk_create(events, batch_size=_batch_size(len(_EVENT_FIELDS)))
+        return
+    columns = ", ".join(_quoted(f) for f in _EVENT_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {connection.ops.quote_name(TimelineEvent._meta.db_table)} ({columns})"
+            f" SELECT {columns} FROM {_recordset(_EVENT_FIELDS)}",
+            [_json(rows)],
+        )
+
+
+def _recordset(fields: Sequence[Field[Any, Any]]) -> str:
+    """`jsonb_to_recordset(%s) AS v(…)`: rows from a JSON array of objects keyed by column."""
+    typed = ", ".join(f"{_quoted(f)} {f.db_type(connection)}" for f in fields)
+    return f"jsonb_to_recordset(%s::jsonb) AS v({typed})"
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:
+        # What orjson does not write (an integer beyond 64 bits, a lone surrogate in a string)
+        # the standard library does, as Django's JSONField would.
+        return json.dumps(rows, default=_json_default)
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _column(field: Field[Any, Any]) -> str:
+    assert field.column is not None
+    return field.column
 
 
 _ORDER_COLUMNS = [field for field in CardOrder._meta.concrete_fields if field.name != "id"]
@@ -493,22 +529,25 @@ def _alert_once(status: str, order: CardOrder) -> None:
 
 def _event(
     order: CardOrder, delivery: Delivery, key: str, source: Source, verdict: Outcome
-) -> TimelineEvent:
+) -> dict[str, Any]:
+    """A new timeline event as the row to insert, keyed by column (no model is built)."""
     op = delivery.operation
     details = op.details
     shipment = details.shipment if details else None
-    return TimelineEvent(
-        order=order,
-        content_hash=key,
-        source=source,
-        verdict=verdict,
-        received_at=delivery.received_at,
-        operation_id=op.operation_id,
-        status=op.business_status or "",
-        operation_status=op.status,
-        shipment_status=(shipment and shipment.status) or "",
-        start_time=op.start_time,
-        end_time=op.end_time,
-        raw=dict(op.raw),
-        inbox_id=delivery.inbox_id,
-    )
+    return {
+        "order_id": order.pk,
+        "content_hash": key,
+        "source": str(source),
+        "verdict": str(verdict),
+        "received_at": delivery.received_at,
+        "operation_id": op.operation_id,
+        "status": op.business_status or "",
+        "operation_status": op.status,
+        "shipment_status": (shipment and shipment.status) or "",
+        "start_time": op.start_time,
+        "end_time": op.end_time,
+        "raw": dict(op.raw),
+        "inbox_id": delivery.inbox_id,
+        "user_id": None,
+        "note": "",
+    }

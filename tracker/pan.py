@@ -18,6 +18,8 @@ import logging
 import re
 from typing import Any
 
+import orjson
+
 # Digits in groups separated by single spaces or dashes, as long as it goes; card numbers are
 # looked for inside each such run (two numbers may be written one after the other).
 _RUN = re.compile(r"\d+(?:[ -]\d+)*")
@@ -146,10 +148,10 @@ def mask_in_json(value: Any) -> Any:
     becomes its masked text. The value itself when it holds none (the common case: one scan of
     its JSON text, cheaper than walking it in Python)."""
     try:
-        if not _MAYBE.search(json.dumps(value, ensure_ascii=False)):
+        if not _MAYBE.search(orjson.dumps(value).decode()):
             return value
-    except (TypeError, ValueError, RecursionError):
-        pass  # not plain JSON: walked below
+    except TypeError:
+        pass  # not what orjson writes (an integer beyond 64 bits, a lone surrogate): walked below
     return _masked_json(value)
 
 
