@@ -130,8 +130,11 @@ def loads(raw: bytes | str) -> Any:
     lone surrogate) is read by the standard library, which has the last word, and so is a document
     with a run of 19 digits or more, since orjson reads an integer beyond 64 bits as a float.
     """
-    long_digits = _LONG_DIGITS if isinstance(raw, bytes) else _LONG_DIGITS_TEXT
-    if not long_digits.search(raw):
+    if isinstance(raw, bytes):
+        long_digits = bool(_LONG_DIGITS.search(raw))
+    else:
+        long_digits = bool(_LONG_DIGITS_TEXT.search(raw))
+    if not long_digits:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
