@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from urllib.parse import unquote_plus
@@ -26,6 +27,7 @@ from django.core import signing
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
+from django.urls import Resolver404, resolve
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
@@ -289,6 +291,31 @@ def _store(request: HttpRequest, issuer_id: str, body: bytes) -> HttpResponse:
 
 
 # --- Views ---------------------------------------------------------------------------------
+
+
+class D1EndpointsMiddleware:
+    """Answers D1's endpoints straight from their views, ahead of the staff pages' middleware
+    (sessions, language and time zone, CSRF, login, messages, CSP, no-store, sign-in throttling):
+    they serve no page and no session, authenticate on their own, and are D1's hot path. Only the
+    middleware before this one (correlation id, HTTPS) applies to them."""
+
+    _PREFIXES = ("/notifications/d1/", "/authz/d1/")
+    _VIEWS = frozenset({"d1_notifications", "d1_token"})
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(self._PREFIXES):
+            try:
+                match = resolve(request.path_info)
+            except Resolver404:
+                match = None
+            if match is not None and match.url_name in self._VIEWS:
+                request.resolver_match = match
+                response: HttpResponse = match.func(request, *match.args, **match.kwargs)
+                return response
+        return self.get_response(request)
 
 
 @login_not_required

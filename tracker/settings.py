@@ -53,6 +53,8 @@ if DEBUG and importlib.util.find_spec("demo") is not None:
 MIDDLEWARE = [
     "tracker.ops.logs.CorrelationMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # D1's endpoints are answered here, without the staff pages' middleware below.
+    "tracker.notifications.D1EndpointsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "tracker.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
