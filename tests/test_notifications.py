@@ -517,6 +517,20 @@ def bulk(count: int, stage: str = "DATA_PREPARED", prefix: str = "q") -> dict:
     }
 
 
+def test_d1s_endpoints_are_answered_without_the_staff_pages_machinery(client, bearer):
+    # No session, language or login: the answer depends on nothing but the request.
+    client.cookies["sessionid"] = "not-a-session"
+    response = post(client, example_bytes("02"), bearer, HTTP_ACCEPT_LANGUAGE="ja")
+    assert response.status_code == 204
+    assert "Vary" not in response and "Content-Language" not in response
+    assert not response.cookies
+    assert response["x-correlation-id"]  # the middleware before it still applies
+    # Any other address under D1's prefixes is answered like any unknown page, by the whole stack.
+    elsewhere = client.get("/notifications/d1/elsewhere")
+    assert elsewhere.status_code == client.get("/elsewhere").status_code == 404
+    assert "Content-Security-Policy" in elsewhere and "Vary" in elsewhere
+
+
 APPLY_QUERIES = 9  # BEGIN and COMMIT included
 
 
